@@ -1,0 +1,7 @@
+"""Backbones, heads and the multi-task model; ``create_model(name, tasks)`` builds one by name."""
+
+from l2sparse.models.backbones import ResNetBackbone
+from l2sparse.models.multitask import MultiTaskModel
+from l2sparse.models.registry import MODELS, create_model, register_model
+
+__all__ = ["MODELS", "MultiTaskModel", "ResNetBackbone", "create_model", "register_model"]

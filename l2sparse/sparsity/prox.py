@@ -1,0 +1,130 @@
+"""Group soft-threshold (the proximal operator of ``αλΩ``) and optimisers that apply it after each step.
+
+``prox`` is a pure function over parameter dicts so that it can sit inside a differentiable inner loop:
+``W_g ← W_g · max(0, 1 − αλ√size / ‖W_g‖₂)``. Groups under the threshold become exactly zero; the result is
+differentiable in λ wherever ``‖W_g‖ ≠ αλ√size``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from l2sparse.sparsity.groups import ConvGroups, group_matrix
+from l2sparse.sparsity.penalty import as_params
+
+_TINY = 1e-30
+
+
+def _lam_per_layer(lam: float | Tensor, n: int, like: Tensor) -> Tensor:
+    lam_t = torch.as_tensor(lam, dtype=like.dtype, device=like.device)
+    if lam_t.ndim == 0:
+        return lam_t.expand(n)
+    if lam_t.shape != (n,):
+        raise ValueError(f"lam: expected a scalar or {n} per-layer values, got shape {tuple(lam_t.shape)}")
+    return lam_t
+
+
+def group_scales(params: Mapping[str, Tensor], g: ConvGroups, threshold: Tensor) -> Tensor:
+    """Soft-threshold factor of every group, ``max(0, 1 − threshold / ‖W_g‖)``, shape ``(num_groups,)``.
+
+    ``threshold`` is ``αλ√size``. Zero groups get factor 0 (and zero gradient) instead of ``0/0``.
+    """
+    norms = torch.linalg.vector_norm(group_matrix(params, g), dim=1)
+    return torch.relu(1.0 - threshold / norms.clamp_min(_TINY))
+
+
+def prox(
+    params: Mapping[str, Tensor],
+    groups: Sequence[ConvGroups],
+    lam: float | Tensor,
+    lr: float | Tensor,
+) -> dict[str, Tensor]:
+    """Apply the group soft-threshold with step ``lr`` (α) and strength ``lam`` (λ).
+
+    Args:
+        params: name -> tensor; must contain every parameter named in ``groups``.
+        groups: the channel groups.
+        lam: λ ≥ 0, a scalar or a ``(num_layers,)`` tensor (per-layer λ). Gradients flow into it.
+        lr: the step size α of the gradient step this prox follows.
+
+    Returns:
+        A new dict: grouped tensors replaced by their thresholded values, all others passed through unchanged.
+    """
+    if not groups:
+        return dict(params)
+    lams = _lam_per_layer(lam, len(groups), params[groups[0].weight])
+    out = dict(params)
+    for g, lam_l in zip(groups, lams, strict=True):
+        scale = group_scales(params, g, lr * lam_l * g.group_size(params) ** 0.5)
+        w = params[g.weight]
+        shape = [1] * w.ndim
+        shape[g.dim] = -1
+        out[g.weight] = w * scale.view(shape)
+        for e in g.extras:
+            out[e] = params[e] * scale
+    return out
+
+
+@torch.no_grad()
+def prox_(
+    params: nn.Module | Mapping[str, Tensor], groups: Sequence[ConvGroups], lam: float | Tensor, lr: float
+) -> None:
+    """In-place :func:`prox` on a module's parameters or a dict of leaf tensors (no autograd graph)."""
+    named = as_params(params)
+    new = prox({k: named[k] for g in groups for k in (g.weight, *g.extras)}, groups, lam, lr)
+    for k, v in new.items():
+        named[k].copy_(v)
+
+
+class _ProxMixin:
+    """After the wrapped optimiser's step, apply the group prox with each parameter's own ``lr`` and ``lam``.
+
+    ``lam`` lives in the param groups, so it is saved in ``state_dict()`` and can be changed between steps.
+    The prox uses the step size ``lr``; for Adam this is the usual proximal-Adam approximation.
+    """
+
+    def _setup_prox(self, model: nn.Module, groups: Sequence[ConvGroups], lam: float) -> None:
+        if lam < 0:
+            raise ValueError(f"lam: expected λ ≥ 0, got {lam}")
+        self.groups = list(groups)
+        self._module = model
+        for pg in self.param_groups:
+            pg.setdefault("lam", lam)
+
+    def _group_of(self, p: Tensor) -> dict:
+        for pg in self.param_groups:
+            if any(q is p for q in pg["params"]):
+                return pg
+        raise ValueError("a grouped parameter is not handled by this optimiser")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = super().step(closure)
+        named = dict(self._module.named_parameters())
+        for g in self.groups:
+            pg = self._group_of(named[g.weight])
+            prox_(named, [g], pg["lam"], pg["lr"])
+        return loss
+
+
+class ProxSGD(_ProxMixin, torch.optim.SGD):
+    """SGD followed by the group prox. ``ProxSGD(model, groups, lam=1e-3, lr=0.1, momentum=0.9)``."""
+
+    def __init__(
+        self, model: nn.Module, groups: Sequence[ConvGroups], lam: float, lr: float, **kwargs
+    ) -> None:
+        super().__init__(model.parameters(), lr=lr, **kwargs)
+        self._setup_prox(model, groups, lam)
+
+
+class ProxAdam(_ProxMixin, torch.optim.Adam):
+    """Adam followed by the group prox. ``ProxAdam(model, groups, lam=1e-3, lr=1e-3)``."""
+
+    def __init__(
+        self, model: nn.Module, groups: Sequence[ConvGroups], lam: float, lr: float, **kwargs
+    ) -> None:
+        super().__init__(model.parameters(), lr=lr, **kwargs)
+        self._setup_prox(model, groups, lam)
