@@ -245,9 +245,7 @@ class SyntheticScenes(Dataset):
     classes = CLASSES
     attributes = ATTRIBUTES
 
-    def __init__(
-        self, split: str = "train", size: int = 1000, image_size: int | Sequence[int] = 64, seed: int = 0
-    ):
+    def __init__(self, split: str = "train", size: int = 1000, image_size: int | Sequence[int] = 64, seed: int = 0):
         if split not in SPLITS:
             raise ValueError(f"split: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
         if size < 1:

@@ -15,13 +15,9 @@ class DenseHead(nn.Module):
     """ASPP-style head: parallel dilated 3x3 branches (a 1x1 for dilation 1), concat, 1x1 fuse, 1x1 classifier,
     bilinear upsampling to the input size. ``(B, C, h, w) -> (B, out_channels, H, W)``."""
 
-    def __init__(
-        self, c_in: int, out_channels: int, hidden: int = 16, dilations: Sequence[int] = (1, 2)
-    ) -> None:
+    def __init__(self, c_in: int, out_channels: int, hidden: int = 16, dilations: Sequence[int] = (1, 2)) -> None:
         super().__init__()
-        self.branches = nn.ModuleList(
-            ConvBNAct(c_in, hidden, 1 if d == 1 else 3, dilation=d) for d in dilations
-        )
+        self.branches = nn.ModuleList(ConvBNAct(c_in, hidden, 1 if d == 1 else 3, dilation=d) for d in dilations)
         self.fuse = ConvBNAct(hidden * len(dilations), hidden, 1)
         self.classifier = nn.Conv2d(hidden, out_channels, 1)
 

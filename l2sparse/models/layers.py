@@ -10,13 +10,9 @@ from l2sparse.sparsity.spaces import SpaceBuilder
 class ConvBNAct(nn.Module):
     """``act(bn(conv(x)))`` with a bias-free conv; ``(B, C_in, H, W) -> (B, C_out, H/stride, W/stride)``."""
 
-    def __init__(
-        self, c_in: int, c_out: int, k: int = 3, stride: int = 1, dilation: int = 1, act: bool = True
-    ) -> None:
+    def __init__(self, c_in: int, c_out: int, k: int = 3, stride: int = 1, dilation: int = 1, act: bool = True) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(
-            c_in, c_out, k, stride, padding=dilation * (k - 1) // 2, dilation=dilation, bias=False
-        )
+        self.conv = nn.Conv2d(c_in, c_out, k, stride, padding=dilation * (k - 1) // 2, dilation=dilation, bias=False)
         self.bn = nn.BatchNorm2d(c_out)
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
 
@@ -30,9 +26,7 @@ class Shortcut(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
         self.pool = (
-            nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
-            if stride > 1
-            else nn.Identity()
+            nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
         )
         self.proj = ConvBNAct(c_in, c_out, k=1, act=False)
 
@@ -80,9 +74,7 @@ class Bottleneck(nn.Module):
         return _merge_residual(b, inp, mid, [self.conv3], self.shortcut)
 
 
-def _merge_residual(
-    b: SpaceBuilder, inp: int, mid: int, last: list[ConvBNAct], shortcut: Shortcut | None
-) -> int:
+def _merge_residual(b: SpaceBuilder, inp: int, mid: int, last: list[ConvBNAct], shortcut: Shortcut | None) -> int:
     """Output space of a residual block: a new space after a projection, else the input stream itself (tied)."""
     if shortcut is None:
         out = inp

@@ -19,9 +19,7 @@ class MultiTaskModel(nn.Module):
         attach: task name -> backbone layer whose output feeds the head.
     """
 
-    def __init__(
-        self, backbone: ResNetBackbone, heads: Mapping[str, nn.Module], attach: Mapping[str, str]
-    ) -> None:
+    def __init__(self, backbone: ResNetBackbone, heads: Mapping[str, nn.Module], attach: Mapping[str, str]) -> None:
         super().__init__()
         if set(heads) != set(attach):
             raise ValueError("heads and attach must name the same tasks")

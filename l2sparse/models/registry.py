@@ -37,9 +37,7 @@ register_model("tiny", tiny_backbone, hidden=16, dilations=(1, 2))
 register_model("resnet50", resnet50_backbone, hidden=256, dilations=(1, 12, 24, 36))
 
 
-def create_model(
-    name: str, tasks: Sequence[HeadSpec], attach: Mapping[str, str] | None = None
-) -> MultiTaskModel:
+def create_model(name: str, tasks: Sequence[HeadSpec], attach: Mapping[str, str] | None = None) -> MultiTaskModel:
     """Build a registered model with one head per task.
 
     Args:

@@ -63,17 +63,13 @@ def _is_shared(shared: SharedSpec, model: nn.Module) -> Callable[[str], bool]:
         prefix = shared
         if prefix and prefix not in dict(model.named_modules()):
             names = sorted({n.split(".")[0] for n, _ in model.named_modules() if n})
-            raise ValueError(
-                f"shared: no submodule named {prefix!r}; top-level submodules: {', '.join(names)}"
-            )
+            raise ValueError(f"shared: no submodule named {prefix!r}; top-level submodules: {', '.join(names)}")
     if not prefix:
         return lambda name: True
     return lambda name: name == prefix or name.startswith(prefix + ".")
 
 
-def channel_groups(
-    model: nn.Module, shared: SharedSpec = "backbone", mode: GroupMode = "in"
-) -> list[ConvGroups]:
+def channel_groups(model: nn.Module, shared: SharedSpec = "backbone", mode: GroupMode = "in") -> list[ConvGroups]:
     """List the channel groups of the shared conv layers of ``model``.
 
     Args:

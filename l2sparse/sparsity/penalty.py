@@ -36,7 +36,5 @@ def penalty(
     per_layer = layer_penalties(params, groups)
     lam_t = torch.as_tensor(lam, dtype=per_layer.dtype, device=per_layer.device)
     if lam_t.ndim not in (0, 1) or (lam_t.ndim == 1 and lam_t.numel() != len(groups)):
-        raise ValueError(
-            f"lam: expected a scalar or {len(groups)} per-layer values, got shape {tuple(lam_t.shape)}"
-        )
+        raise ValueError(f"lam: expected a scalar or {len(groups)} per-layer values, got shape {tuple(lam_t.shape)}")
     return (lam_t * per_layer).sum()

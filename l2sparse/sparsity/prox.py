@@ -113,9 +113,7 @@ class _ProxMixin:
 class ProxSGD(_ProxMixin, torch.optim.SGD):
     """SGD followed by the group prox. ``ProxSGD(model, groups, lam=1e-3, lr=0.1, momentum=0.9)``."""
 
-    def __init__(
-        self, model: nn.Module, groups: Sequence[ConvGroups], lam: float, lr: float, **kwargs
-    ) -> None:
+    def __init__(self, model: nn.Module, groups: Sequence[ConvGroups], lam: float, lr: float, **kwargs) -> None:
         super().__init__(model.parameters(), lr=lr, **kwargs)
         self._setup_prox(model, groups, lam)
 
@@ -123,8 +121,6 @@ class ProxSGD(_ProxMixin, torch.optim.SGD):
 class ProxAdam(_ProxMixin, torch.optim.Adam):
     """Adam followed by the group prox. ``ProxAdam(model, groups, lam=1e-3, lr=1e-3)``."""
 
-    def __init__(
-        self, model: nn.Module, groups: Sequence[ConvGroups], lam: float, lr: float, **kwargs
-    ) -> None:
+    def __init__(self, model: nn.Module, groups: Sequence[ConvGroups], lam: float, lr: float, **kwargs) -> None:
         super().__init__(model.parameters(), lr=lr, **kwargs)
         self._setup_prox(model, groups, lam)

@@ -35,9 +35,7 @@ def count_macs(model: nn.Module, input_size: Sequence[int]) -> int:
 
 
 @torch.no_grad()
-def sparsity_report(
-    model: nn.Module, groups: Sequence[ConvGroups], input_size: Sequence[int] | None = None
-) -> dict:
+def sparsity_report(model: nn.Module, groups: Sequence[ConvGroups], input_size: Sequence[int] | None = None) -> dict:
     """Per-layer and overall sparsity of the grouped (shared) layers.
 
     Args:
