@@ -1,0 +1,17 @@
+"""Device selection: ``auto`` picks CUDA when present; asking for ``cuda`` without it is an error, not a fallback."""
+
+from __future__ import annotations
+
+import torch
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name not in DEVICES:
+        raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {name!r}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: --device cuda was asked for but no CUDA device is available (use cpu or auto)")
+    return torch.device(name)

@@ -1,0 +1,268 @@
+"""Fixed-λ multi-task training with group sparsity (the "Less is More" baseline).
+
+``python -m l2sparse.train --dataset synthetic --lam 1e-3 --steps 300 --out runs/x``
+
+The shared backbone's channel groups are shrunk by the group prox after every optimiser step (``ProxAdam`` or
+``ProxSGD``); heads are not penalised. At the end the model is evaluated on the held-out split, compacted, and
+``report.json`` is written next to an atomic ``checkpoint.pt`` (``--resume`` continues an interrupted run on the
+same trajectory).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from l2sparse.cli import ArgumentParser, fail
+from l2sparse.data import get_dataset
+from l2sparse.device import DEVICES, resolve_device
+from l2sparse.models import MODELS, MultiTaskModel, create_model
+from l2sparse.sparsity import ProxAdam, ProxSGD, channel_groups, compact, max_output_difference, sparsity_report
+from l2sparse.sparsity.report import count_macs, count_params
+from l2sparse.tasks import Task, resolve_tasks
+from l2sparse.weighting import WEIGHTINGS
+
+OPTIMIZERS = {"sgd": ProxSGD, "adam": ProxAdam}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a fixed-λ run (saved in the checkpoint and the report)."""
+
+    dataset: str = "synthetic"
+    tasks: list[str] | None = None
+    model: str = "tiny"
+    lam: float = 1e-3
+    steps: int = 300
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    weighting: str = "equal"
+    batch_size: int = 16
+    image_size: int = 64
+    train_size: int = 1000
+    test_size: int = 200
+    group_mode: str = "in"
+    seed: int = 0
+    device: str = "auto"
+    ckpt_every: int = 100
+
+    def validate(self) -> list[Task]:
+        """Check every option; returns the resolved tasks. Raises ``ValueError`` naming the option."""
+        tasks = resolve_tasks(get_dataset(self.dataset).tasks, self.tasks)
+        if self.model not in MODELS:
+            raise ValueError(f"model: unknown model {self.model!r}; valid models: {', '.join(sorted(MODELS))}")
+        if not self.lam >= 0:
+            raise ValueError(f"lam: expected λ ≥ 0, got {self.lam}")
+        for name in ("steps", "batch_size", "image_size", "train_size", "test_size", "ckpt_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')}: expected a positive integer, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: expected a positive learning rate, got {self.lr}")
+        for name, valid in (
+            ("optimizer", OPTIMIZERS),
+            ("weighting", WEIGHTINGS),
+            ("group_mode", ("in", "out")),
+            ("device", DEVICES),
+        ):
+            if getattr(self, name) not in valid:
+                raise ValueError(
+                    f"{name.replace('_', '-')}: expected one of {', '.join(valid)}, got {getattr(self, name)!r}"
+                )
+        return tasks
+
+
+def task_losses(model: MultiTaskModel, tasks: Sequence[Task], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Per-task losses of ``model`` on a batch ``{"image": (B, 3, H, W), <target>: ...}``."""
+    preds = model(batch["image"], [t.name for t in tasks])
+    return {t.name: t.loss_fn(preds[t.name], batch[t.target]) for t in tasks}
+
+
+@torch.no_grad()
+def evaluate(
+    model: MultiTaskModel, tasks: Sequence[Task], data: dict[str, Tensor], batch_size: int = 64
+) -> dict[str, dict[str, float]]:
+    """Metrics of every task over a whole split ``{key: (N, ...)}``, in eval mode."""
+    was_training = model.training
+    model.eval()
+    meters = {t.name: t.new_meter() for t in tasks}
+    n = len(data["image"])
+    for i in range(0, n, batch_size):
+        batch = {k: v[i : i + batch_size] for k, v in data.items()}
+        preds = model(batch["image"], [t.name for t in tasks])
+        for t in tasks:
+            meters[t.name].update(preds[t.name], batch[t.target])
+    model.train(was_training)
+    return {name: m.compute() for name, m in meters.items()}
+
+
+def load_split(cfg: TrainConfig, split: str, size: int, device: torch.device) -> dict[str, Tensor]:
+    ds = get_dataset(cfg.dataset).make(split=split, size=size, image_size=cfg.image_size, seed=cfg.seed)
+    return {k: v.to(device) for k, v in ds.tensors().items()}
+
+
+def compaction_summary(model: MultiTaskModel, groups, probe: Tensor, image_size: int) -> dict:
+    """Sparsity report plus dense vs compact parameter and MAC counts; checks the compact model's outputs."""
+    size = (3, image_size, image_size)
+    small = compact(model).eval()
+    model.eval()
+    report = sparsity_report(model, groups)
+    return {
+        "sparsity": {k: report[k] for k in ("group", "param", "per_layer")},
+        "params": {
+            "dense": count_params(model),
+            "compact": count_params(small),
+            "backbone_dense": count_params(model.backbone),
+            "backbone_compact": count_params(small.backbone),
+        },
+        "macs": {"dense": count_macs(model, size), "compact": count_macs(small, size)},
+        "compaction": {"max_abs_diff": max_output_difference(model, small, probe)},
+    }
+
+
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Run fixed-λ training; writes ``out/checkpoint.pt`` and ``out/report.json`` and returns the report.
+
+    Raises:
+        ValueError: a bad option, or an ``out`` folder that is a file / already holds a run (without ``resume``).
+        CheckpointError: ``resume`` with a missing, corrupt or mismatching checkpoint.
+    """
+    tasks = cfg.validate()
+    out = Path(out)
+    ckpt_path = out / "checkpoint.pt"
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {out} exists and is not a directory")
+    state = None
+    if resume:
+        state = load_checkpoint(ckpt_path, ("config", "model", "optimizer", "weighting", "step", "rng"))
+        if state["config"] != asdict(cfg):
+            raise CheckpointError(f"{ckpt_path}: saved with a different configuration; resume with the same options")
+    elif ckpt_path.exists():
+        raise ValueError(f"out: {out} already holds a run; pass --resume to continue it or choose another --out")
+    device = resolve_device(cfg.device)
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, tasks).to(device)
+    weighting = WEIGHTINGS[cfg.weighting]([t.name for t in tasks]).to(device)
+    groups = channel_groups(model, "backbone", cfg.group_mode)
+    params = [*model.parameters(), *weighting.parameters()]
+    kwargs = {"momentum": 0.9} if cfg.optimizer == "sgd" else {}
+    opt = OPTIMIZERS[cfg.optimizer](model, groups, lam=cfg.lam, lr=cfg.lr, params=params, **kwargs)
+    rng = torch.Generator().manual_seed(cfg.seed)
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        weighting.load_state_dict(state["weighting"])
+        opt.load_state_dict(state["optimizer"])
+        rng.set_state(state["rng"])
+        step = state["step"]
+
+    train_data = load_split(cfg, "train", cfg.train_size, device)
+    test_data = load_split(cfg, "test", cfg.test_size, device)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            {
+                "config": asdict(cfg),
+                "model": model.state_dict(),
+                "weighting": weighting.state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "rng": rng.get_state(),
+            },
+            ckpt_path,
+        )
+
+    start = time.perf_counter()
+    model.train()
+    loss = torch.zeros(())
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
+    while step < cfg.steps:
+        idx = torch.randint(cfg.train_size, (cfg.batch_size,), generator=rng).to(device)
+        losses = task_losses(model, tasks, {k: v[idx] for k, v in train_data.items()})
+        loss = weighting(losses)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % 25 == 0 or step == cfg.steps:
+            bar.set_postfix(loss=f"{loss.item():.3f}", group_sparsity=f"{sparsity_report(model, groups)['group']:.2f}")
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            checkpoint()
+    bar.close()
+
+    report = {
+        "dataset": cfg.dataset,
+        "synthetic_data": get_dataset(cfg.dataset).synthetic,
+        "model": cfg.model,
+        "tasks": [t.name for t in tasks],
+        "lambda": cfg.lam,
+        "config": asdict(cfg),
+        "train_loss_final": loss.item(),
+        "train_time_s": time.perf_counter() - start,
+        **compaction_summary(model, groups, test_data["image"][:8], cfg.image_size),
+        "metrics": evaluate(model, tasks, test_data),
+    }
+    tmp = out / "report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out / "report.json")
+    return report
+
+
+def build_parser() -> ArgumentParser:
+    d = TrainConfig()
+    p = ArgumentParser(prog="python -m l2sparse.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default=d.dataset, help="dataset name (default: %(default)s)")
+    p.add_argument("--tasks", default=None, help="comma-separated task names (default: all of the dataset)")
+    p.add_argument("--model", default=d.model, help="registered model name (default: %(default)s)")
+    p.add_argument("--lam", type=float, default=d.lam, help="group-sparsity strength λ ≥ 0 (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate, also the prox step α (default: %(default)s)")
+    p.add_argument("--optimizer", default=d.optimizer, help=f"{' or '.join(OPTIMIZERS)} (default: %(default)s)")
+    p.add_argument("--weighting", default=d.weighting, help=f"{' or '.join(WEIGHTINGS)} (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step (default: %(default)s)")
+    p.add_argument("--image-size", type=int, default=d.image_size, help="square image side (default: %(default)s)")
+    p.add_argument("--train-size", type=int, default=d.train_size, help="training images (default: %(default)s)")
+    p.add_argument("--test-size", type=int, default=d.test_size, help="held-out images (default: %(default)s)")
+    p.add_argument("--group-mode", default=d.group_mode, help="'in' or 'out' channel groups (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="checkpoint interval (default: %(default)s)")
+    p.add_argument("--out", required=True, help="output folder for checkpoint.pt and report.json")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cfg = TrainConfig(
+        **{k: v for k, v in vars(args).items() if k not in ("out", "resume", "quiet", "tasks")},
+        tasks=args.tasks.split(",") if args.tasks else None,
+    )
+    try:
+        report = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    except (ValueError, CheckpointError) as e:
+        fail(parser.prog, str(e))
+    summary = {t: {k: round(v, 4) for k, v in m.items()} for t, m in report["metrics"].items()}
+    print(
+        f"group sparsity {report['sparsity']['group']:.3f}, params {report['params']['dense']} -> "
+        f"{report['params']['compact']}, MACs {report['macs']['dense']} -> {report['macs']['compact']}"
+    )
+    print(json.dumps(summary))
+    print(f"report: {Path(args.out) / 'report.json'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

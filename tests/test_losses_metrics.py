@@ -1,0 +1,56 @@
+"""Losses and metrics against hand-computed values, with ignore labels and invalid pixels."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from l2sparse.losses import cosine, cross_entropy, get_loss, l1_valid
+from l2sparse.metrics import BinaryMeter, DepthMeter, NormalMeter, SegmentationMeter
+
+
+def test_segmentation_meter_hand_example_with_ignore():
+    target = torch.tensor([[[0, 0, 1, 1, -1]]])
+    pred = torch.tensor([[[0, 1, 1, 1, 0]]])
+    m = SegmentationMeter(3)
+    m.update(pred, target)
+    # class 0: tp 1, union 2 -> 0.5 ; class 1: tp 2, union 3 -> 2/3 ; class 2 absent
+    r = m.compute()
+    assert r["miou"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert r["pixel_acc"] == pytest.approx(3 / 4)
+
+
+def test_depth_meter_skips_invalid_pixels():
+    m = DepthMeter()
+    m.update(torch.tensor([1.0, 3.0, 9.0]), torch.tensor([2.0, 3.0, 0.0]))
+    assert m.compute() == {"abs_err": pytest.approx(0.5), "rel_err": pytest.approx(0.25)}
+
+
+def test_normal_meter_angles():
+    target = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]).view(1, 3, 1, 3)
+    pred = torch.tensor([[2.0, 1.0, 5.0], [0.0, 1.0, 5.0], [0.0, 0.0, 5.0]]).view(1, 3, 1, 3)
+    m = NormalMeter()
+    m.update(pred, target)  # angles 0°, 45°; the third pixel is invalid
+    r = m.compute()
+    assert r["mean_angle"] == pytest.approx(22.5, abs=1e-4)
+    assert r["within_11.25"] == pytest.approx(50.0)
+    assert r["within_30"] == pytest.approx(50.0)
+
+
+def test_binary_meter_accuracy_and_f1():
+    m = BinaryMeter()
+    m.update(torch.tensor([2.0, -1.0, 3.0, -2.0]), torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    # tp 1, fp 1, fn 1, tn 1
+    assert m.compute() == {"accuracy": 0.5, "f1": 0.5}
+
+
+def test_losses_ignore_invalid_targets():
+    logits = torch.tensor([[[[2.0]], [[0.0]]]])
+    assert cross_entropy(logits, torch.tensor([[[0]]])).item() == pytest.approx(math.log(1 + math.exp(-2)))
+    assert l1_valid(torch.tensor([[[[1.0, 5.0]]]]), torch.tensor([[[[2.0, 0.0]]]])).item() == 1.0
+    n = torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1)
+    assert cosine(torch.cat([n * 3, n], dim=3), torch.cat([n, n * 0], dim=3)).item() == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="unknown loss 'huber'; valid losses"):
+        get_loss("huber")
