@@ -46,8 +46,8 @@ def test_output_groups_with_zero_batchnorm_affine_are_removed(tiny):
         for key in (mid.weight, *mid.extras):
             named[key][:20] = 0
     small = compact(tiny).eval()
-    assert small.backbone.layer3[0].conv1.conv.out_channels == 28
-    assert small.backbone.layer3[0].conv2.conv.in_channels == 28
+    assert small.backbone.layer3[0].conv1.conv.out_channels == 44  # 64 - 20
+    assert small.backbone.layer3[0].conv2.conv.in_channels == 44
     assert max_output_difference(tiny, small, torch.randn(2, 3, 32, 32)) <= 1e-5
 
 

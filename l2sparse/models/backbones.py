@@ -117,8 +117,8 @@ class ResNetBackbone(nn.Module):
 
 
 def tiny_backbone() -> ResNetBackbone:
-    """About 56k parameters: basic blocks 16-32-48, output stride 4, last stage dilated."""
-    return ResNetBackbone("basic", (1, 1, 1), (16, 32, 48), (1, 2, 1), (1, 1, 2), stem=(16,), maxpool=False)
+    """About 77k parameters: basic blocks 16-32-64, output stride 4, last stage dilated."""
+    return ResNetBackbone("basic", (1, 1, 1), (16, 32, 64), (1, 2, 1), (1, 1, 2), stem=(16,), maxpool=False)
 
 
 def resnet50_backbone() -> ResNetBackbone:

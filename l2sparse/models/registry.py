@@ -33,7 +33,7 @@ def register_model(name: str, backbone: Callable[[], ResNetBackbone], **dense_he
     MODELS[name] = ModelConfig(backbone, dict(dense_head))
 
 
-register_model("tiny", tiny_backbone, hidden=16, dilations=(1, 2))
+register_model("tiny", tiny_backbone, hidden=8, dilations=(1, 2))
 register_model("resnet50", resnet50_backbone, hidden=256, dilations=(1, 12, 24, 36))
 
 

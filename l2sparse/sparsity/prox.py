@@ -83,15 +83,23 @@ class _ProxMixin:
     """After the wrapped optimiser's step, apply the group prox with each parameter's own ``lr`` and ``lam``.
 
     ``model`` names the grouped parameters; ``params`` (default ``model.parameters()``) is what the optimiser
-    updates, e.g. the model's parameters plus a loss-weighting module's.
-
-    ``lam`` lives in the param groups, so it is saved in ``state_dict()`` and can be changed between steps.
-    The prox uses the step size ``lr``; for Adam this is the usual proximal-Adam approximation.
+    updates, e.g. the model's parameters plus a loss-weighting module's. ``lam`` lives in the param groups, so it
+    is saved in ``state_dict()`` and can be changed between steps. The prox uses the step size ``lr``; for Adam
+    this is the usual proximal-Adam approximation.
     """
 
-    def _setup_prox(self, model: nn.Module, groups: Sequence[ConvGroups], lam: float) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        groups: Sequence[ConvGroups],
+        lam: float,
+        lr: float,
+        params: Iterable[Tensor] | Iterable[dict] | None = None,
+        **kwargs,
+    ) -> None:
         if lam < 0:
             raise ValueError(f"lam: expected λ ≥ 0, got {lam}")
+        super().__init__(model.parameters() if params is None else params, lr=lr, **kwargs)
         self.groups = list(groups)
         self._module = model
         for pg in self.param_groups:
@@ -114,32 +122,8 @@ class _ProxMixin:
 
 
 class ProxSGD(_ProxMixin, torch.optim.SGD):
-    """SGD followed by the group prox. ``ProxSGD(model, groups, lam=1e-3, lr=0.1, momentum=0.9)``."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        groups: Sequence[ConvGroups],
-        lam: float,
-        lr: float,
-        params: Iterable[Tensor] | Iterable[dict] | None = None,
-        **kwargs,
-    ) -> None:
-        super().__init__(model.parameters() if params is None else params, lr=lr, **kwargs)
-        self._setup_prox(model, groups, lam)
+    """SGD followed by the group prox: ``ProxSGD(model, groups, lam=1e-3, lr=0.1, momentum=0.9)``."""
 
 
 class ProxAdam(_ProxMixin, torch.optim.Adam):
-    """Adam followed by the group prox. ``ProxAdam(model, groups, lam=1e-3, lr=1e-3)``."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        groups: Sequence[ConvGroups],
-        lam: float,
-        lr: float,
-        params: Iterable[Tensor] | Iterable[dict] | None = None,
-        **kwargs,
-    ) -> None:
-        super().__init__(model.parameters() if params is None else params, lr=lr, **kwargs)
-        self._setup_prox(model, groups, lam)
+    """Adam followed by the group prox: ``ProxAdam(model, groups, lam=1e-3, lr=1e-3)``."""
