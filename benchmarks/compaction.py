@@ -18,7 +18,6 @@ import torch
 from torch.utils import benchmark
 
 from l2sparse.checkpoint import load_checkpoint
-from l2sparse.data import SYNTHETIC_TASKS
 from l2sparse.models import create_model
 from l2sparse.sparsity import (
     channel_groups,
@@ -62,7 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         train(cfg, out, progress=True)
         state = load_checkpoint(f"{out}/checkpoint.pt")["model"]
-    tasks = list(SYNTHETIC_TASKS.values())
+    tasks = cfg.validate()
     dense = create_model(args.model, tasks)
     dense.load_state_dict(state)
     dense.eval()

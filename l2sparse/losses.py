@@ -14,6 +14,11 @@ from torch import Tensor
 IGNORE_INDEX = -1
 
 
+def _same_shape(pred: Tensor, target: Tensor, loss: str) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(f"{loss}: prediction shape {tuple(pred.shape)} differs from target {tuple(target.shape)}")
+
+
 def cross_entropy(pred: Tensor, target: Tensor) -> Tensor:
     """Pixel-wise cross-entropy; ``pred (B, C, H, W)`` logits, ``target (B, H, W)`` int64 with -1 = ignore."""
     return F.cross_entropy(pred, target, ignore_index=IGNORE_INDEX)
@@ -21,12 +26,14 @@ def cross_entropy(pred: Tensor, target: Tensor) -> Tensor:
 
 def l1_valid(pred: Tensor, target: Tensor) -> Tensor:
     """Mean absolute error over valid pixels; ``pred, target (B, 1, H, W)``, target 0 = invalid."""
+    _same_shape(pred, target, "l1_valid")
     valid = target > 0
     return (pred - target).abs()[valid].sum() / valid.sum().clamp_min(1)
 
 
 def cosine(pred: Tensor, target: Tensor) -> Tensor:
     """``1 − cos`` between normalised ``pred`` and unit ``target`` ``(B, 3, H, W)``; zero target = invalid."""
+    _same_shape(pred, target, "cosine")
     valid = target.abs().sum(1) > 0
     cos = (F.normalize(pred, dim=1) * target).sum(1)
     return (1 - cos)[valid].sum() / valid.sum().clamp_min(1)
@@ -34,11 +41,13 @@ def cosine(pred: Tensor, target: Tensor) -> Tensor:
 
 def bce(pred: Tensor, target: Tensor) -> Tensor:
     """Binary cross-entropy on logits; ``pred`` and ``target`` of the same shape, target in {0, 1}."""
+    _same_shape(pred, target, "bce")
     return F.binary_cross_entropy_with_logits(pred, target)
 
 
 def balanced_bce(pred: Tensor, target: Tensor) -> Tensor:
     """Class-balanced BCE for sparse positives (edges): positives weighted by ``#neg / #pos`` of the batch."""
+    _same_shape(pred, target, "balanced_bce")
     pos = target.sum()
     pos_weight = ((target.numel() - pos) / pos.clamp_min(1)).detach()
     return F.binary_cross_entropy_with_logits(pred, target, pos_weight=pos_weight)

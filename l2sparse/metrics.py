@@ -8,26 +8,34 @@ few lines of ``bincount``/masking and keeps the library free of a metrics depend
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from l2sparse.losses import IGNORE_INDEX
 
-HIGHER_IS_BETTER = {
-    "miou": True,
-    "pixel_acc": True,
-    "abs_err": False,
-    "rel_err": False,
-    "mean_angle": False,
-    "median_angle": False,
-    "within_11.25": True,
-    "within_22.5": True,
-    "within_30": True,
-    "accuracy": True,
-    "f1": True,
+HIGHER_IS_BETTER: dict[str, dict[str, bool]] = {
+    "segmentation": {"miou": True, "pixel_acc": True},
+    "depth": {"abs_err": False, "rel_err": False},
+    "normals": {
+        "mean_angle": False,
+        "median_angle": False,
+        "within_11.25": True,
+        "within_22.5": True,
+        "within_30": True,
+    },
+    "binary": {"accuracy": True, "f1": True},
 }
+"""Per metric family: each metric's name and whether higher values are better (the default of a task file)."""
+METRIC_NAMES = {family: tuple(m) for family, m in HIGHER_IS_BETTER.items()}
+
+
+def _same_shape(pred: Tensor, target: Tensor, what: str) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(f"{what}: prediction shape {tuple(pred.shape)} differs from target {tuple(target.shape)}")
 
 
 class SegmentationMeter:
@@ -39,7 +47,14 @@ class SegmentationMeter:
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         labels = pred.argmax(1) if pred.ndim == target.ndim + 1 else pred
+        _same_shape(labels, target, "segmentation")
         valid = target != IGNORE_INDEX
+        bad = target[valid][(target[valid] < 0) | (target[valid] >= self.num_classes)]
+        if bad.numel():
+            raise ValueError(
+                f"segmentation: target labels {sorted(set(bad.tolist()))[:5]} outside 0..{self.num_classes - 1} "
+                f"(and {IGNORE_INDEX} = ignore)"
+            )
         idx = target[valid] * self.num_classes + labels[valid]
         self.confusion += torch.bincount(idx.cpu(), minlength=self.num_classes**2).view(self.num_classes, -1)
 
@@ -63,6 +78,7 @@ class DepthMeter:
         self.count = 0
 
     def update(self, pred: Tensor, target: Tensor) -> None:
+        _same_shape(pred, target, "depth")
         valid = target > 0
         diff = (pred - target).abs()[valid]
         self.abs_sum += diff.sum().item()
@@ -76,23 +92,24 @@ class DepthMeter:
 
 class NormalMeter:
     """Angle in degrees between normalised prediction and unit target over valid pixels (non-zero target):
-    mean, median, and % of pixels within 11.25°, 22.5° and 30°."""
+    mean, median, and % of pixels within 11.25°, 22.5° and 30°. Angles are kept (float32) for the exact median."""
 
     def __init__(self) -> None:
         self.angles: list[Tensor] = []
 
     def update(self, pred: Tensor, target: Tensor) -> None:
+        _same_shape(pred, target, "normals")
         valid = target.abs().sum(1) > 0
         cos = (F.normalize(pred, dim=1) * target).sum(1).clamp(-1, 1)
-        self.angles.append(torch.rad2deg(torch.acos(cos[valid])).double().cpu())
+        self.angles.append(torch.rad2deg(torch.acos(cos[valid])).float().cpu())
 
     def compute(self) -> dict[str, float]:
-        a = torch.cat(self.angles) if self.angles else torch.zeros(0, dtype=torch.float64)
+        a = torch.cat(self.angles).double() if self.angles else torch.zeros(0, dtype=torch.float64)
         if a.numel() == 0:
             return dict.fromkeys(("mean_angle", "median_angle", "within_11.25", "within_22.5", "within_30"), math.nan)
         return {
             "mean_angle": a.mean().item(),
-            "median_angle": a.median().item(),
+            "median_angle": float(np.median(a.numpy())),  # mean of the two middle values, as LibMTL
             "within_11.25": 100 * (a < 11.25).double().mean().item(),
             "within_22.5": 100 * (a < 22.5).double().mean().item(),
             "within_30": 100 * (a < 30).double().mean().item(),
@@ -106,6 +123,7 @@ class BinaryMeter:
         self.tp = self.fp = self.fn = self.total = self.correct = 0
 
     def update(self, pred: Tensor, target: Tensor) -> None:
+        _same_shape(pred, target, "binary")
         p, t = pred > 0, target > 0.5
         self.tp += int((p & t).sum())
         self.fp += int((p & ~t).sum())
@@ -127,3 +145,29 @@ METERS = {
     "normals": NormalMeter,
     "binary": BinaryMeter,
 }
+
+
+def delta_m(
+    results: Mapping[str, Mapping[str, float]],
+    baseline: Mapping[str, Mapping[str, float]],
+    higher_is_better: Mapping[str, Mapping[str, bool]],
+) -> float:
+    """Multi-task gain over a baseline in percent (LibMTL convention, Maninis et al. 2019):
+
+    ``Δm = 100/T · Σ_t 1/M_t · Σ_m (−1)^{w_m} (B_m − N_m) / B_m`` with ``w_m = 1`` where higher is better, ``B`` the
+    baseline's and ``N`` the new model's value. Positive means better than the baseline. Every task and metric in
+    ``results`` must be in ``baseline`` (non-zero) and in ``higher_is_better``.
+    """
+    per_task = []
+    for task, metrics in results.items():
+        if task not in baseline:
+            raise KeyError(f"delta_m: no baseline for task {task!r}")
+        terms = []
+        for m, new in metrics.items():
+            base = baseline[task][m]
+            if base == 0:
+                raise ValueError(f"delta_m: baseline {task}.{m} is 0, relative change undefined")
+            sign = -1.0 if higher_is_better[task][m] else 1.0
+            terms.append(sign * (base - new) / base)
+        per_task.append(sum(terms) / len(terms))
+    return 100.0 * sum(per_task) / len(per_task)

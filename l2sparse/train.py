@@ -22,15 +22,16 @@ from tqdm import tqdm
 
 from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from l2sparse.cli import ArgumentParser, fail
-from l2sparse.data import get_dataset
+from l2sparse.data import DataError, get_dataset, make_dataset
 from l2sparse.device import DEVICES, resolve_device
 from l2sparse.models import MODELS, MultiTaskModel, create_model
 from l2sparse.sparsity import ProxAdam, ProxSGD, channel_groups, compact, max_output_difference, sparsity_report
 from l2sparse.sparsity.report import count_macs, count_params
-from l2sparse.tasks import Task, resolve_tasks
+from l2sparse.tasks import Task, TaskFileError, load_registry
 from l2sparse.weighting import WEIGHTINGS
 
 OPTIMIZERS = {"sgd": ProxSGD, "adam": ProxAdam}
+RESUMABLE_CHANGES = ("steps", "ckpt_every", "device")  # options that do not change the trajectory so far
 
 
 @dataclass
@@ -39,6 +40,9 @@ class TrainConfig:
 
     dataset: str = "synthetic"
     tasks: list[str] | None = None
+    split: str | None = None
+    data_root: str | None = None
+    tasks_dir: list[str] | None = None
     model: str = "tiny"
     lam: float = 1e-3
     steps: int = 300
@@ -55,8 +59,25 @@ class TrainConfig:
     ckpt_every: int = 100
 
     def validate(self) -> list[Task]:
-        """Check every option; returns the resolved tasks. Raises ``ValueError`` naming the option."""
-        tasks = resolve_tasks(get_dataset(self.dataset).tasks, self.tasks)
+        """Check every option; returns the resolved tasks. Raises ``ValueError`` naming the option.
+
+        Tasks: ``tasks`` if given, else the seen tasks of ``split``, else every task of ``<dataset>-default``.
+        """
+        entry = get_dataset(self.dataset)
+        reg = load_registry(self.tasks_dir)
+        if self.tasks is not None:
+            tasks = reg.get(self.dataset, self.tasks)
+        elif self.split is not None:
+            if reg.split(self.split).dataset != self.dataset:
+                raise ValueError(f"split: {self.split!r} is a split of dataset {reg.split(self.split).dataset!r}")
+            tasks = reg.seen(self.split)
+        else:
+            default = reg.split(f"{self.dataset}-default")
+            tasks = reg.get(self.dataset, (*default.seen, *default.unseen))
+        if entry.needs_root and self.data_root is None:
+            raise ValueError(f"data-root: dataset {self.dataset!r} reads files; pass --data-root")
+        if self.data_root is not None and not Path(self.data_root).is_dir():
+            raise ValueError(f"data-root: {self.data_root} is not a folder")
         if self.model not in MODELS:
             raise ValueError(f"model: unknown model {self.model!r}; valid models: {', '.join(sorted(MODELS))}")
         if not self.lam >= 0:
@@ -82,7 +103,7 @@ class TrainConfig:
 def task_losses(model: MultiTaskModel, tasks: Sequence[Task], batch: dict[str, Tensor]) -> dict[str, Tensor]:
     """Per-task losses of ``model`` on a batch ``{"image": (B, 3, H, W), <target>: ...}``."""
     preds = model(batch["image"], [t.name for t in tasks])
-    return {t.name: t.loss_fn(preds[t.name], batch[t.target]) for t in tasks}
+    return {t.name: t.loss_fn(preds[t.name], t.target_of(batch)) for t in tasks}
 
 
 @torch.no_grad()
@@ -98,14 +119,19 @@ def evaluate(
         batch = {k: v[i : i + batch_size] for k, v in data.items()}
         preds = model(batch["image"], [t.name for t in tasks])
         for t in tasks:
-            meters[t.name].update(preds[t.name], batch[t.target])
+            meters[t.name].update(preds[t.name], t.target_of(batch))
     model.train(was_training)
     return {name: m.compute() for name, m in meters.items()}
 
 
-def load_split(cfg: TrainConfig, split: str, size: int, device: torch.device) -> dict[str, Tensor]:
-    ds = get_dataset(cfg.dataset).make(split=split, size=size, image_size=cfg.image_size, seed=cfg.seed)
-    return {k: v.to(device) for k, v in ds.tensors().items()}
+def load_split(
+    cfg: TrainConfig, tasks: Sequence[Task], split: str, size: int, device: torch.device, progress: bool = False
+) -> dict[str, Tensor]:
+    """A split of the configured dataset, stacked and moved to ``device``: ``{key: (N, ...)}``."""
+    targets = {t.target for t in tasks}
+    ds = make_dataset(cfg.dataset, split, cfg.data_root, cfg.image_size, size, cfg.seed, targets)
+    bar = (lambda it: tqdm(it, desc=f"load {split}", leave=False)) if progress else None
+    return {k: v.to(device) for k, v in ds.tensors(bar).items() if k == "image" or k in targets}
 
 
 def compaction_summary(model: MultiTaskModel, groups, probe: Tensor, image_size: int) -> dict:
@@ -142,8 +168,14 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     state = None
     if resume:
         state = load_checkpoint(ckpt_path, ("config", "model", "optimizer", "weighting", "step", "rng"))
-        if state["config"] != asdict(cfg):
-            raise CheckpointError(f"{ckpt_path}: saved with a different configuration; resume with the same options")
+        changed = sorted(
+            k for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES and state["config"].get(k) != v
+        )
+        if changed:
+            raise CheckpointError(
+                f"{ckpt_path}: saved with different {', '.join(changed)}; resume with the same options "
+                f"(only {', '.join(RESUMABLE_CHANGES)} may change)"
+            )
     elif ckpt_path.exists():
         raise ValueError(f"out: {out} already holds a run; pass --resume to continue it or choose another --out")
     device = resolve_device(cfg.device)
@@ -156,16 +188,18 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     kwargs = {"momentum": 0.9} if cfg.optimizer == "sgd" else {}
     opt = OPTIMIZERS[cfg.optimizer](model, groups, lam=cfg.lam, lr=cfg.lr, params=params, **kwargs)
     rng = torch.Generator().manual_seed(cfg.seed)
-    step = 0
+    step, last_loss, elapsed = 0, float("nan"), 0.0
     if state is not None:
         model.load_state_dict(state["model"])
         weighting.load_state_dict(state["weighting"])
         opt.load_state_dict(state["optimizer"])
         rng.set_state(state["rng"])
         step = state["step"]
+        last_loss, elapsed = state["last_loss"], state["elapsed_s"]
 
-    train_data = load_split(cfg, "train", cfg.train_size, device)
-    test_data = load_split(cfg, "test", cfg.test_size, device)
+    train_data = load_split(cfg, tasks, "train", cfg.train_size, device, progress)
+    test_data = load_split(cfg, tasks, "test", cfg.test_size, device, progress)
+    n_train = len(train_data["image"])
     out.mkdir(parents=True, exist_ok=True)
 
     def checkpoint() -> None:
@@ -177,25 +211,27 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
                 "optimizer": opt.state_dict(),
                 "step": step,
                 "rng": rng.get_state(),
+                "last_loss": last_loss,
+                "elapsed_s": elapsed + time.perf_counter() - start,
             },
             ckpt_path,
         )
 
     start = time.perf_counter()
     model.train()
-    loss = torch.zeros(())
     bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
     while step < cfg.steps:
-        idx = torch.randint(cfg.train_size, (cfg.batch_size,), generator=rng).to(device)
+        idx = torch.randint(n_train, (cfg.batch_size,), generator=rng).to(device)
         losses = task_losses(model, tasks, {k: v[idx] for k, v in train_data.items()})
         loss = weighting(losses)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
+        last_loss = loss.item()
         bar.update(1)
         if step % 25 == 0 or step == cfg.steps:
-            bar.set_postfix(loss=f"{loss.item():.3f}", group_sparsity=f"{sparsity_report(model, groups)['group']:.2f}")
+            bar.set_postfix(loss=f"{last_loss:.3f}", group_sparsity=f"{sparsity_report(model, groups)['group']:.2f}")
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             checkpoint()
     bar.close()
@@ -203,12 +239,14 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     report = {
         "dataset": cfg.dataset,
         "synthetic_data": get_dataset(cfg.dataset).synthetic,
+        "train_images": n_train,
+        "test_images": len(test_data["image"]),
         "model": cfg.model,
         "tasks": [t.name for t in tasks],
         "lambda": cfg.lam,
         "config": asdict(cfg),
-        "train_loss_final": loss.item(),
-        "train_time_s": time.perf_counter() - start,
+        "train_loss_final": last_loss,
+        "train_time_s": elapsed + time.perf_counter() - start,
         **compaction_summary(model, groups, test_data["image"][:8], cfg.image_size),
         "metrics": evaluate(model, tasks, test_data),
     }
@@ -222,7 +260,10 @@ def build_parser() -> ArgumentParser:
     d = TrainConfig()
     p = ArgumentParser(prog="python -m l2sparse.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default=d.dataset, help="dataset name (default: %(default)s)")
-    p.add_argument("--tasks", default=None, help="comma-separated task names (default: all of the dataset)")
+    p.add_argument("--tasks", default=None, help="comma-separated task names (default: all of <dataset>-default)")
+    p.add_argument("--split", default=None, help="train on this split's seen tasks (when --tasks is not given)")
+    p.add_argument("--data-root", default=None, help="dataset folder (real datasets only)")
+    p.add_argument("--tasks-dir", action="append", default=None, help="extra folder of task files (repeatable)")
     p.add_argument("--model", default=d.model, help="registered model name (default: %(default)s)")
     p.add_argument("--lam", type=float, default=d.lam, help="group-sparsity strength λ ≥ 0 (default: %(default)s)")
     p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps (default: %(default)s)")
@@ -252,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     try:
         report = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
-    except (ValueError, CheckpointError) as e:
+    except (ValueError, CheckpointError, DataError, TaskFileError) as e:
         fail(parser.prog, str(e))
     summary = {t: {k: round(v, 4) for k, v in m.items()} for t, m in report["metrics"].items()}
     print(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from l2sparse.data import SYNTHETIC_TASKS
 from l2sparse.models import create_model
+from l2sparse.tasks import load_registry
 
 
 @pytest.fixture(autouse=True)
@@ -17,7 +17,7 @@ def _seed_and_threads():
 
 @pytest.fixture
 def tasks():
-    return [SYNTHETIC_TASKS[n] for n in ("semseg", "depth", "attributes")]
+    return load_registry().get("synthetic", ["semseg", "depth", "attributes"])
 
 
 @pytest.fixture

@@ -15,11 +15,12 @@ from l2sparse.sparsity import channel_groups, compact, count_params, max_output_
 def test_tiny_compaction_is_exact_and_smaller(tiny, train_mode):
     zero_input_groups(tiny, 0.6)
     tiny.train(train_mode)
+    before = {k: v.clone() for k, v in tiny.state_dict().items()}
     small = compact(tiny).train(train_mode)
+    assert all(torch.equal(before[k], v) for k, v in tiny.state_dict().items())  # the original is untouched
     x = torch.randn(4, 3, 48, 40)
     assert max_output_difference(tiny, small, x) <= 1e-5
     assert count_params(small) < count_params(tiny)
-    # the original is untouched
     assert sparsity_report(tiny, channel_groups(tiny))["group"] > 0.3
 
 
@@ -80,3 +81,36 @@ def test_channels_read_by_heads_and_the_input_image_stay(tiny):
 def test_a_model_without_wiring_is_rejected():
     with pytest.raises(TypeError, match="channel_spaces"):
         compact(nn.Sequential(nn.Conv2d(3, 3, 1)))
+
+
+def test_heads_at_intermediate_layers_keep_the_backbone_usable(tasks):
+    model = create_model("tiny", tasks, attach={t.name: "layer1" for t in tasks}).eval()
+    zero_input_groups(model, 0.5, seed=3)
+    with torch.no_grad():
+        model.backbone.layer2[0].conv1.conv.weight[:, :4] = 0  # layer1's stream: unread by layer2 for channels 0..3
+        model.backbone.layer2[0].shortcut.proj.conv.weight[:, :4] = 0
+    small = compact(model).eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert max_output_difference(model, small, x) <= 1e-5
+    # the last layer's output stays whole, and out_channels tells the truth for every layer
+    feats = small.backbone(x, small.backbone.layer_names)
+    for name, f in feats.items():
+        assert f.shape[1] == small.backbone.out_channels[name]
+    assert small.backbone.out_channels["layer3"] == 64
+
+
+def test_output_groups_on_a_tied_residual_stream(tasks):
+    model = create_model("resnet50", tasks).eval()
+    stage = model.backbone.layer1
+    producers = [stage[0].conv3, stage[0].shortcut.proj, stage[1].conv3, stage[2].conv3]
+    with torch.no_grad():
+        for unit in producers[:-1]:
+            unit.bn.weight[:8] = 0
+            unit.bn.bias[:8] = 0
+    assert compact(model).backbone.layer1[0].conv3.conv.out_channels == 256  # one producer still writes them
+    with torch.no_grad():
+        producers[-1].bn.weight[:8] = 0
+        producers[-1].bn.bias[:8] = 0
+    small = compact(model).eval()
+    assert small.backbone.layer1[2].conv3.conv.out_channels == 248
+    assert max_output_difference(model, small, torch.randn(1, 3, 32, 32)) <= 1e-5

@@ -97,7 +97,9 @@ def test_prox_is_differentiable_in_lambda_and_weights():
     lam = torch.tensor(thr / (lr * 27**0.5), dtype=torch.float64, requires_grad=True)  # group size 3 * 3 * 3
     out = prox({"c.weight": w}, g, lam, lr)["c.weight"]
     assert 0 < int((out == 0).all(dim=(0, 2, 3)).sum()) < 6
-    assert torch.autograd.gradcheck(lambda lam, w: prox({"c.weight": w}, g, lam, lr)["c.weight"], (lam, w))
+    fn = lambda lam, w: prox({"c.weight": w}, g, lam, lr)["c.weight"]  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (lam, w))
+    assert torch.autograd.gradgradcheck(fn, (lam, w))  # second-order meta-gradients go through here
 
 
 def test_channel_groups_shared_selection():
@@ -114,20 +116,25 @@ def test_channel_groups_shared_selection():
         channel_groups(model, mode="channel")
 
 
-def test_prox_sgd_is_sgd_step_then_prox():
+def test_prox_sgd_is_momentum_sgd_step_then_prox():
     torch.manual_seed(0)
     m = conv_bn(torch.randn(2, 3))
     ref = conv_bn(m[0].weight.detach().view(2, 3))
     groups = channel_groups(m, shared="")
     x = torch.randn(4, 3, 5, 5)
-    opt = ProxSGD(m, groups, lam=0.3, lr=0.1)
-    m(x).square().mean().backward()
-    opt.step()
-    ref(x).square().mean().backward()
-    with torch.no_grad():
-        for p in ref.parameters():
-            p -= 0.1 * p.grad
-    prox_(ref, groups, 0.3, 0.1)
+    opt = ProxSGD(m, groups, lam=0.3, lr=0.1, momentum=0.9)
+    buf = {}
+    for _ in range(3):
+        opt.zero_grad()
+        m(x).square().mean().backward()
+        opt.step()
+        ref.zero_grad()
+        ref(x).square().mean().backward()
+        with torch.no_grad():
+            for name, p in ref.named_parameters():
+                buf[name] = p.grad.clone() if name not in buf else 0.9 * buf[name] + p.grad
+                p -= 0.1 * buf[name]
+        prox_(ref, groups, 0.3, 0.1)
     torch.testing.assert_close(m[0].weight, ref[0].weight)
 
 
@@ -164,3 +171,11 @@ def test_penalty_on_module_equals_penalty_on_dict():
     m = conv_bn(torch.randn(2, 3))
     g = channel_groups(m, shared="")
     assert math.isclose(penalty(m, g).item(), penalty(dict(m.named_parameters()), g).item())
+
+
+def test_prox_names_missing_parameters_and_rejects_negative_step():
+    g = [ConvGroups("c", "c.weight", 1)]
+    with pytest.raises(KeyError, match=r"params lacks 'c\.weight'"):
+        prox({"backbone.c.weight": torch.ones(2, 2, 1, 1)}, g, 0.1, 1.0)
+    with pytest.raises(ValueError, match="lr ≥ 0"):
+        prox({"c.weight": torch.ones(2, 2, 1, 1)}, g, 0.1, -1.0)

@@ -35,6 +35,7 @@ def test_normal_meter_angles():
     m.update(pred, target)  # angles 0°, 45°; the third pixel is invalid
     r = m.compute()
     assert r["mean_angle"] == pytest.approx(22.5, abs=1e-4)
+    assert r["median_angle"] == pytest.approx(22.5, abs=1e-4)  # mean of the two middle values
     assert r["within_11.25"] == pytest.approx(50.0)
     assert r["within_30"] == pytest.approx(50.0)
 
@@ -54,3 +55,14 @@ def test_losses_ignore_invalid_targets():
     assert cosine(torch.cat([n * 3, n], dim=3), torch.cat([n, n * 0], dim=3)).item() == pytest.approx(0.0)
     with pytest.raises(ValueError, match="unknown loss 'huber'; valid losses"):
         get_loss("huber")
+
+
+def test_meters_refuse_mismatched_shapes_and_bad_labels():
+    with pytest.raises(ValueError, match=r"binary: prediction shape \(2, 1, 4, 4\) differs from target \(2, 4, 4\)"):
+        BinaryMeter().update(torch.zeros(2, 1, 4, 4), torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match="depth: prediction shape"):
+        DepthMeter().update(torch.zeros(2, 1, 4, 4), torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match=r"target labels \[255\] outside 0..2"):
+        SegmentationMeter(3).update(torch.zeros(1, 3, 2, 2), torch.tensor([[[0, 255], [1, -1]]]))
+    with pytest.raises(ValueError, match="l1_valid: prediction shape"):
+        l1_valid(torch.zeros(2, 1, 4, 4), torch.ones(2, 4, 4))

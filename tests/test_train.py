@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import l2sparse.train as train_mod
-from l2sparse.checkpoint import load_checkpoint
+from l2sparse.checkpoint import CheckpointError, load_checkpoint
 from l2sparse.train import TrainConfig, main, train
 
 SMALL = {
@@ -74,6 +74,16 @@ def test_an_interrupted_run_resumes_to_the_same_parameters(tmp_path, monkeypatch
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
+def test_resume_may_extend_steps_but_not_change_the_run(tmp_path):
+    first = train(TrainConfig(lam=0.1, steps=4, **SMALL), tmp_path / "x", progress=False)
+    again = train(TrainConfig(lam=0.1, steps=4, **SMALL), tmp_path / "x", resume=True, progress=False)
+    assert again["train_loss_final"] == first["train_loss_final"]  # a finished run resumes to the same report
+    longer = train(TrainConfig(lam=0.1, steps=6, **SMALL), tmp_path / "x", resume=True, progress=False)
+    assert load_checkpoint(tmp_path / "x" / "checkpoint.pt")["step"] == 6 and longer["train_time_s"] > 0
+    with pytest.raises(CheckpointError, match="saved with different lam, lr"):
+        train(TrainConfig(lam=0.2, lr=0.1, steps=6, **SMALL), tmp_path / "x", resume=True, progress=False)
+
+
 def test_a_finished_run_is_not_overwritten_without_resume(tmp_path):
     train(TrainConfig(lam=0.0, steps=2, **SMALL), tmp_path / "x", progress=False)
     with pytest.raises(ValueError, match="already holds a run"):
@@ -84,7 +94,9 @@ def test_a_finished_run_is_not_overwritten_without_resume(tmp_path):
     ("args", "message"),
     [
         (["--model", "vgg"], "unknown model 'vgg'; valid models: resnet50, tiny"),
-        (["--tasks", "semseg,albedo"], "unknown task(s) ['albedo']; valid tasks: semseg, depth, normals, edges"),
+        (["--tasks", "semseg,albedo"], "unknown task(s) ['albedo'] for dataset 'synthetic'; valid tasks: attributes"),
+        (["--split", "mars-default"], "unknown split 'mars-default'; valid splits: celeba-attributes"),
+        (["--dataset", "nyuv2"], "data-root: dataset 'nyuv2' reads files; pass --data-root"),
         (["--dataset", "imagenet"], "unknown dataset 'imagenet'; valid datasets: synthetic"),
         (["--lam", "-0.1"], "lam: expected λ ≥ 0, got -0.1"),
         (["--steps", "0"], "steps: expected a positive integer, got 0"),

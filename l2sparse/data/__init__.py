@@ -1,38 +1,62 @@
-"""Datasets by name and the tasks each one serves."""
+"""Datasets by name, with the metadata task files are checked against (attribute names, class merges)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from l2sparse.data.synthetic import ATTRIBUTES, CLASSES, SyntheticScenes
-from l2sparse.tasks import Task
+from l2sparse.data import celeba, synthetic
+from l2sparse.data.base import DataError
+from l2sparse.data.celeba import CelebAMaskHQ
+from l2sparse.data.nyuv2 import NYUv2
+from l2sparse.data.synthetic import SyntheticScenes
+
+__all__ = ["DATASETS", "DataError", "DatasetEntry", "get_dataset", "make_dataset"]
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A registered dataset: ``make(split, size, image_size, seed)`` and the tasks it serves."""
+    """A registered dataset.
+
+    Attributes:
+        make: ``make(split, root, image_size, size, seed, targets) -> Dataset``.
+        needs_root: whether ``--data-root`` is required.
+        synthetic: whether the data is generated (reports say so).
+        attribute_names: names of the columns of its ``attributes`` target.
+        merges: named class merges (lookup tables) for its segmentation targets.
+    """
 
     make: Callable[..., Dataset]
-    tasks: dict[str, Task]
+    needs_root: bool
     synthetic: bool
+    attribute_names: tuple[str, ...] = ()
+    merges: dict[str, list[int]] = field(default_factory=dict)
 
-
-SYNTHETIC_TASKS = {
-    t.name: t
-    for t in (
-        Task("semseg", "semseg", "dense", len(CLASSES), "cross_entropy", "segmentation", {"num_classes": len(CLASSES)}),
-        Task("depth", "depth", "dense", 1, "l1_valid", "depth"),
-        Task("normals", "normals", "dense", 3, "cosine", "normals"),
-        Task("edges", "edges", "dense", 1, "balanced_bce", "binary"),
-        Task("attributes", "attributes", "pooled", len(ATTRIBUTES), "bce", "binary"),
-    )
-}
 
 DATASETS: dict[str, DatasetEntry] = {
-    "synthetic": DatasetEntry(SyntheticScenes, SYNTHETIC_TASKS, synthetic=True),
+    "synthetic": DatasetEntry(
+        lambda split, root, image_size, size, seed, targets: SyntheticScenes(split, size or 1000, image_size, seed),
+        needs_root=False,
+        synthetic=True,
+        attribute_names=synthetic.ATTRIBUTES,
+    ),
+    "nyuv2": DatasetEntry(
+        lambda split, root, image_size, size, seed, targets: NYUv2(root, split, image_size, size=size, seed=seed),
+        needs_root=True,
+        synthetic=False,
+    ),
+    "celeba": DatasetEntry(
+        lambda split, root, image_size, size, seed, targets: CelebAMaskHQ(
+            root, split, image_size, [t for t in ("faceparts", "attributes") if t in targets], size
+        ),
+        needs_root=True,
+        synthetic=False,
+        attribute_names=celeba.ATTRIBUTES,
+        merges=celeba.MERGES,
+    ),
 }
 
 
@@ -40,3 +64,19 @@ def get_dataset(name: str) -> DatasetEntry:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
     return DATASETS[name]
+
+
+def make_dataset(
+    name: str,
+    split: str,
+    root: str | Path | None = None,
+    image_size: int = 64,
+    size: int | None = None,
+    seed: int = 0,
+    targets: Sequence[str] = (),
+) -> Dataset:
+    """Build a split of a registered dataset; ``targets`` are the item keys the tasks need."""
+    entry = get_dataset(name)
+    if entry.needs_root and root is None:
+        raise ValueError(f"data-root: dataset {name!r} reads files; pass --data-root")
+    return entry.make(split, root, image_size, size, seed, targets)

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+
+from l2sparse.data.base import CachedDataset
 
 CLASSES = ("floor", "wall", "ceiling", "sphere", "box", "cylinder")
 ATTRIBUTES = ("has_sphere", "has_box", "has_cylinder", "warm_light", "cluttered", "objects_left")
@@ -229,7 +230,7 @@ def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
     return int(hw[0]), int(hw[1])
 
 
-class SyntheticScenes(Dataset):
+class SyntheticScenes(CachedDataset):
     """Deterministic synthetic scenes; item ``i`` of a split depends only on ``(seed, split, i, image_size)``.
 
     Items are dicts of tensors: ``image (3, H, W)``, ``semseg (H, W)`` int64, ``depth (1, H, W)``,
@@ -246,34 +247,25 @@ class SyntheticScenes(Dataset):
     attributes = ATTRIBUTES
 
     def __init__(self, split: str = "train", size: int = 1000, image_size: int | Sequence[int] = 64, seed: int = 0):
+        super().__init__()
         if split not in SPLITS:
             raise ValueError(f"split: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
         if size < 1:
             raise ValueError(f"size: expected ≥ 1 images, got {size}")
         self.split, self.size, self.seed = split, size, seed
         self.height, self.width = _size(image_size)
-        self._cache: dict[int, dict[str, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return self.size
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if not 0 <= i < self.size:
-            raise IndexError(f"index {i} out of range for {self.size} images")
-        if i not in self._cache:
-            rng = np.random.default_rng([self.seed, SPLITS[self.split], i])
-            s = render_scene(rng, self.height, self.width)
-            self._cache[i] = {
-                "image": torch.from_numpy(s["image"]).permute(2, 0, 1).contiguous(),
-                "semseg": torch.from_numpy(s["semseg"]),
-                "depth": torch.from_numpy(s["depth"])[None],
-                "normals": torch.from_numpy(s["normals"]).permute(2, 0, 1).contiguous(),
-                "edges": torch.from_numpy(s["edges"])[None],
-                "attributes": torch.from_numpy(s["attributes"]),
-            }
-        return self._cache[i]
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """The whole split stacked: ``{key: (N, ...)}``."""
-        items = [self[i] for i in range(self.size)]
-        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    def load_item(self, i: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, SPLITS[self.split], i])
+        s = render_scene(rng, self.height, self.width)
+        return {
+            "image": torch.from_numpy(s["image"]).permute(2, 0, 1).contiguous(),
+            "semseg": torch.from_numpy(s["semseg"]),
+            "depth": torch.from_numpy(s["depth"])[None],
+            "normals": torch.from_numpy(s["normals"]).permute(2, 0, 1).contiguous(),
+            "edges": torch.from_numpy(s["edges"])[None],
+            "attributes": torch.from_numpy(s["attributes"]),
+        }

@@ -101,7 +101,8 @@ class ResNetBackbone(nn.Module):
     def channel_spaces(self) -> tuple[list[ChannelSpace], dict[str, int]]:
         """Channel spaces of the backbone and the index of each layer's output space.
 
-        The input image space is pinned (the network input cannot lose channels).
+        The input image space and the last layer's output are pinned: the network input cannot lose channels, and
+        the backbone's final features keep the width ``out_channels`` promises to heads attached later.
         """
         b = SpaceBuilder()
         cur = b.new(pinned=True)
@@ -113,7 +114,15 @@ class ResNetBackbone(nn.Module):
             for blk in getattr(self, name):
                 cur = blk.add_spaces(b, cur)
             layer_space[name] = cur
+        b.spaces[cur].pinned = True
         return b.spaces, layer_space
+
+    def sync_out_channels(self) -> None:
+        """Re-read ``out_channels`` from the layers (after compaction removed channels of intermediate outputs)."""
+        spaces, layer_space = self.channel_spaces()
+        for name, idx in layer_space.items():
+            producers = spaces[idx].producers
+            self.out_channels[name] = producers[0][0].out_channels
 
 
 def tiny_backbone() -> ResNetBackbone:

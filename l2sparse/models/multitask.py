@@ -47,6 +47,9 @@ class MultiTaskModel(nn.Module):
         size = (x.shape[-2], x.shape[-1])
         return {t: self.heads[t](feats[self.attach[t]], size) for t in names}
 
+    def sync_out_channels(self) -> None:
+        self.backbone.sync_out_channels()
+
     def channel_spaces(self) -> list[ChannelSpace]:
         """The backbone's channel spaces, with every space that feeds a head pinned."""
         spaces, layer_space = self.backbone.channel_spaces()

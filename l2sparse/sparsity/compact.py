@@ -96,6 +96,8 @@ def compact(model: nn.Module) -> nn.Module:
             _slice_producer(conv, bn, idx)
         for conv in space.readers:
             _slice_reader(conv, idx)
+    if hasattr(small, "sync_out_channels"):
+        small.sync_out_channels()
     return small
 
 

@@ -76,8 +76,9 @@ def channel_groups(model: nn.Module, shared: SharedSpec = "backbone", mode: Grou
         model: any module; only ``nn.Conv2d`` layers with ``groups == 1`` are grouped.
         shared: which modules are shared and therefore penalised: a submodule name prefix (``"backbone"``, or
             ``""`` for the whole model), the submodule itself, or a predicate on module names.
-        mode: ``"in"`` for input-channel groups, ``"out"`` for output-channel groups with the BatchNorm that
-            directly follows the conv (the next module in registration order whose ``num_features`` matches).
+        mode: ``"in"`` for input-channel groups, ``"out"`` for output-channel groups with the BatchNorm registered
+            right after the conv (when it is a ``BatchNorm2d`` with matching ``num_features``; our ``ConvBNAct``
+            blocks always are). A conv without such a BatchNorm gets groups of its filter (and bias) alone.
 
     Returns:
         One :class:`ConvGroups` per shared conv, in module order.

@@ -15,8 +15,6 @@ from torch import Tensor, nn
 from l2sparse.sparsity.groups import ConvGroups, group_matrix
 from l2sparse.sparsity.penalty import as_params
 
-_TINY = 1e-30
-
 
 def _lam_per_layer(lam: float | Tensor, n: int, like: Tensor) -> Tensor:
     lam_t = torch.as_tensor(lam, dtype=like.dtype, device=like.device)
@@ -33,7 +31,7 @@ def group_scales(params: Mapping[str, Tensor], g: ConvGroups, threshold: Tensor)
     ``threshold`` is ``αλ√size``. Zero groups get factor 0 (and zero gradient) instead of ``0/0``.
     """
     norms = torch.linalg.vector_norm(group_matrix(params, g), dim=1)
-    return torch.relu(1.0 - threshold / norms.clamp_min(_TINY))
+    return torch.relu(1.0 - threshold / norms.clamp_min(torch.finfo(norms.dtype).tiny))
 
 
 def prox(
@@ -55,6 +53,11 @@ def prox(
     """
     if not groups:
         return dict(params)
+    for name in (n for g in groups for n in (g.weight, *g.extras)):
+        if name not in params:
+            raise KeyError(f"prox: params lacks {name!r}; build the groups on the module the parameter dict comes from")
+    if (isinstance(lam, int | float) and lam < 0) or (isinstance(lr, int | float) and lr < 0):
+        raise ValueError(f"prox: expected λ ≥ 0 and lr ≥ 0, got λ = {lam}, lr = {lr}")
     lams = _lam_per_layer(lam, len(groups), params[groups[0].weight])
     out = dict(params)
     for g, lam_l in zip(groups, lams, strict=True):

@@ -1,5 +1,6 @@
-"""Task definitions: what a task predicts, with which head, loss and metrics."""
+"""Task definitions as data files, and the registry that loads them (``python -m l2sparse.tasks list``)."""
 
-from l2sparse.tasks.spec import Task, resolve_tasks
+from l2sparse.tasks.registry import BUILTIN_DIR, Registry, load_registry
+from l2sparse.tasks.spec import Split, Task, TaskFileError
 
-__all__ = ["Task", "resolve_tasks"]
+__all__ = ["BUILTIN_DIR", "Registry", "Split", "Task", "TaskFileError", "load_registry"]

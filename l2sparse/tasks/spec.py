@@ -1,57 +1,183 @@
-"""A task is data: the dataset key it predicts, its head, its loss and its metric family."""
+"""A task is data: the dataset target it predicts, its head, its loss and its metrics, read from a TOML file.
+
+Task file fields (``tasks/<dataset>/<name>.toml``)::
+
+    name = "depth"                  # unique within its dataset
+    dataset = "synthetic"           # a registered dataset
+    target = "depth"                # key of the target in a dataset item
+    head = "dense"                  # "dense" (per pixel) or "pooled" (per image)
+    out_channels = 1
+    loss = "l1_valid"               # a built-in loss, or an importable "package.module:function"
+    metrics = "depth"               # segmentation | depth | normals | binary
+    description = "..."             # optional
+    attributes = ["Smiling"]        # optional: keep only these columns of an attribute target
+    classes = "3class"              # optional: a class merge the dataset defines
+    [higher_is_better]              # optional: per metric, defaults to the metric family's
+    abs_err = false
+
+Split files (``tasks/splits/<name>.toml``) name the seen (meta-train) and unseen (held-out) tasks::
+
+    name = "synthetic-default"
+    dataset = "synthetic"
+    seen = ["semseg", "depth"]
+    unseen = ["normals"]
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import importlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
-from l2sparse.losses import get_loss
-from l2sparse.metrics import METERS
+from l2sparse.losses import LOSSES
+from l2sparse.metrics import HIGHER_IS_BETTER, METERS, METRIC_NAMES
+
+TASK_FIELDS = {
+    "name": str,
+    "dataset": str,
+    "target": str,
+    "head": str,
+    "out_channels": int,
+    "loss": str,
+    "metrics": str,
+    "description": str,
+    "attributes": list,
+    "classes": str,
+    "higher_is_better": dict,
+}
+REQUIRED_TASK_FIELDS = ("name", "dataset", "target", "head", "out_channels", "loss", "metrics")
+SPLIT_FIELDS = {"name": str, "dataset": str, "seen": list, "unseen": list, "description": str}
+
+
+class TaskFileError(ValueError):
+    """A task or split definition that is incomplete or invalid; the message names the file."""
+
+
+def import_object(path: str) -> Callable:
+    """``"package.module:function"`` or ``"package.module.function"`` to the object."""
+    module, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
+    if not module or not attr:
+        raise ImportError(f"{path!r} is not 'package.module:function'")
+    return getattr(importlib.import_module(module), attr)
 
 
 @dataclass(frozen=True)
 class Task:
-    """One prediction task.
+    """One prediction task (see the module docstring for the file format).
 
-    Attributes:
-        name: unique name (``"semseg"``).
-        target: key of the target in a dataset item (``"semseg"``).
-        head: ``"dense"`` (per-pixel, upsampled to the input) or ``"pooled"`` (image-level).
-        out_channels: channels of the head's output.
-        loss: a name in :data:`l2sparse.losses.LOSSES`.
-        metrics: a meter family in :data:`l2sparse.metrics.METERS`.
-        meter_args: keyword arguments of the meter (e.g. ``{"num_classes": 6}``).
+    ``select`` (attribute column indices) and ``lut`` (class merge table) are resolved from the dataset's metadata
+    when the file is loaded.
     """
 
     name: str
+    dataset: str
     target: str
     head: str
     out_channels: int
     loss: str
     metrics: str
-    meter_args: Mapping[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        get_loss(self.loss)
-        if self.metrics not in METERS:
-            raise ValueError(f"task {self.name!r}: unknown metrics {self.metrics!r}; valid: {', '.join(METERS)}")
+    description: str = ""
+    higher_is_better: Mapping[str, bool] = field(default_factory=dict)
+    select: tuple[int, ...] | None = None
+    lut: tuple[int, ...] | None = None
+    source: str = ""
 
     @property
     def loss_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
-        return get_loss(self.loss)
+        return LOSSES[self.loss] if self.loss in LOSSES else import_object(self.loss)
 
     def new_meter(self):
-        return METERS[self.metrics](**self.meter_args)
+        return METERS[self.metrics](self.out_channels) if self.metrics == "segmentation" else METERS[self.metrics]()
+
+    def target_of(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """This task's target from a batch (or item): the dataset key, column selection and class merge applied."""
+        y = batch[self.target]
+        if self.select is not None:
+            y = y[..., list(self.select)]
+        if self.lut is not None:
+            lut = torch.tensor(self.lut, dtype=y.dtype, device=y.device)
+            y = torch.where(y >= 0, lut[y.clamp_min(0)], y)
+        return y
 
 
-def resolve_tasks(available: Mapping[str, Task], names: Iterable[str] | None) -> list[Task]:
-    """The tasks called ``names`` (all when ``None``); unknown names raise a ``ValueError`` listing valid ones."""
-    if names is None:
-        return list(available.values())
-    names = list(names)
-    unknown = [n for n in names if n not in available]
-    if unknown or not names:
-        raise ValueError(f"unknown task(s) {unknown or names}; valid tasks: {', '.join(available)}")
-    return [available[n] for n in dict.fromkeys(names)]
+@dataclass(frozen=True)
+class Split:
+    """Which tasks of a dataset are seen (meta-train) and which are unseen (held out)."""
+
+    name: str
+    dataset: str
+    seen: tuple[str, ...]
+    unseen: tuple[str, ...]
+    description: str = ""
+    source: str = ""
+
+
+def _check_fields(raw: Mapping, fields: Mapping[str, type], required: Sequence[str], where: str) -> None:
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise TaskFileError(f"{where}: unknown field(s) {unknown}; valid fields: {', '.join(fields)}")
+    missing = [f for f in required if f not in raw]
+    if missing:
+        raise TaskFileError(f"{where}: missing field(s) {missing}")
+    for k, v in raw.items():
+        if not isinstance(v, fields[k]) or (fields[k] is int and isinstance(v, bool)):
+            raise TaskFileError(f"{where}: field {k!r} must be {fields[k].__name__}, got {type(v).__name__}")
+
+
+def parse_task(raw: Mapping, where: str, attribute_names: Sequence[str], merges: Mapping[str, Sequence[int]]) -> Task:
+    """Validate a task file's contents against the dataset's attribute names and class merges."""
+    _check_fields(raw, TASK_FIELDS, REQUIRED_TASK_FIELDS, where)
+    if raw["head"] not in ("dense", "pooled"):
+        raise TaskFileError(f"{where}: head must be 'dense' or 'pooled', got {raw['head']!r}")
+    if raw["out_channels"] < 1:
+        raise TaskFileError(f"{where}: out_channels must be ≥ 1")
+    if raw["metrics"] not in METERS:
+        raise TaskFileError(f"{where}: unknown metrics {raw['metrics']!r}; valid: {', '.join(METERS)}")
+    if raw["loss"] not in LOSSES:
+        try:
+            import_object(raw["loss"])
+        except (ImportError, AttributeError) as e:
+            raise TaskFileError(
+                f"{where}: loss {raw['loss']!r} is neither a built-in ({', '.join(LOSSES)}) nor importable ({e})"
+            ) from e
+    hib = dict(HIGHER_IS_BETTER[raw["metrics"]])
+    given = raw.get("higher_is_better", {})
+    bad = sorted(set(given) - set(METRIC_NAMES[raw["metrics"]]))
+    if bad or not all(isinstance(v, bool) for v in given.values()):
+        names = ", ".join(METRIC_NAMES[raw["metrics"]])
+        raise TaskFileError(f"{where}: higher_is_better takes true/false for {names}; got {bad or given}")
+    hib.update(given)
+    select = None
+    if "attributes" in raw:
+        unknown = [a for a in raw["attributes"] if a not in attribute_names]
+        if unknown or not raw["attributes"]:
+            raise TaskFileError(
+                f"{where}: unknown attribute(s) {unknown or '[]'}; valid: {', '.join(attribute_names) or 'none'}"
+            )
+        select = tuple(attribute_names.index(a) for a in raw["attributes"])
+        if len(select) != raw["out_channels"]:
+            raise TaskFileError(f"{where}: {len(select)} attributes but out_channels = {raw['out_channels']}")
+    lut = None
+    if "classes" in raw:
+        if raw["classes"] not in merges:
+            raise TaskFileError(f"{where}: unknown classes {raw['classes']!r}; valid: {', '.join(merges) or 'none'}")
+        lut = tuple(merges[raw["classes"]])
+        if max(lut) + 1 != raw["out_channels"]:
+            raise TaskFileError(f"{where}: classes {raw['classes']!r} has {max(lut) + 1} classes, out_channels differs")
+    plain = {k: raw[k] for k in REQUIRED_TASK_FIELDS}
+    return Task(
+        **plain, description=raw.get("description", ""), higher_is_better=hib, select=select, lut=lut, source=where
+    )
+
+
+def parse_split(raw: Mapping, where: str) -> Split:
+    _check_fields(raw, SPLIT_FIELDS, ("name", "dataset", "seen", "unseen"), where)
+    overlap = sorted(set(raw["seen"]) & set(raw["unseen"]))
+    if overlap:
+        raise TaskFileError(f"{where}: task(s) {overlap} are both seen and unseen")
+    return Split(
+        raw["name"], raw["dataset"], tuple(raw["seen"]), tuple(raw["unseen"]), raw.get("description", ""), where
+    )

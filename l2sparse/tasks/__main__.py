@@ -1,0 +1,37 @@
+"""``python -m l2sparse.tasks list [--tasks-dir DIR] [--dataset NAME]``: print tasks and splits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from l2sparse.cli import ArgumentParser, fail
+from l2sparse.tasks.registry import load_registry
+from l2sparse.tasks.spec import TaskFileError
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = ArgumentParser(prog="python -m l2sparse.tasks", description="List the registered tasks and splits.")
+    p.add_argument("command", choices=["list"], help="what to do")
+    p.add_argument("--tasks-dir", action="append", default=None, help="extra folder of task files (repeatable)")
+    p.add_argument("--dataset", default=None, help="only this dataset's tasks and splits")
+    args = p.parse_args(argv)
+    try:
+        reg = load_registry(args.tasks_dir)
+    except TaskFileError as e:
+        fail(p.prog, str(e))
+    datasets = [args.dataset] if args.dataset else sorted(reg.tasks)
+    if args.dataset and args.dataset not in reg.tasks:
+        fail(p.prog, f"no tasks for dataset {args.dataset!r}; datasets with tasks: {', '.join(sorted(reg.tasks))}")
+    print("tasks")
+    for ds in datasets:
+        for t in reg.tasks[ds].values():
+            kind = f"{t.head}/{t.out_channels}"
+            print(f"  {ds:<10} {t.name:<20} {kind:<11} {t.loss:<14} {t.metrics:<13} {t.description}")
+    print("splits")
+    for s in sorted(reg.splits.values(), key=lambda s: s.name):
+        if args.dataset in (None, s.dataset):
+            print(f"  {s.name:<20} {s.dataset:<10} seen: {', '.join(s.seen)} | unseen: {', '.join(s.unseen)}")
+
+
+if __name__ == "__main__":
+    main()

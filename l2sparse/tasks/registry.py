@@ -1,0 +1,102 @@
+"""The task registry: the built-in ``tasks/`` folder plus any folders a user points at.
+
+Every ``*.toml`` file below a folder is a task, except those inside a folder named ``splits``, which are splits.
+Adding a task means adding one file; nothing under ``l2sparse/`` changes.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from l2sparse.data import DATASETS
+from l2sparse.tasks.spec import Split, Task, TaskFileError, parse_split, parse_task
+
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "tasks"
+
+
+@dataclass
+class Registry:
+    """Tasks by dataset and name, and splits by name."""
+
+    tasks: dict[str, dict[str, Task]] = field(default_factory=dict)
+    splits: dict[str, Split] = field(default_factory=dict)
+
+    def get(self, dataset: str, names: Iterable[str] | None = None) -> list[Task]:
+        """Tasks of ``dataset`` called ``names`` (all when ``None``); unknown names list the valid ones."""
+        available = self.tasks.get(dataset, {})
+        if names is None:
+            if not available:
+                raise ValueError(
+                    f"dataset {dataset!r} has no tasks; known datasets with tasks: {', '.join(self.tasks)}"
+                )
+            return list(available.values())
+        names = list(dict.fromkeys(names))
+        unknown = [n for n in names if n not in available]
+        if unknown or not names:
+            raise ValueError(
+                f"unknown task(s) {unknown or names} for dataset {dataset!r}; valid tasks: {', '.join(available)}"
+            )
+        return [available[n] for n in names]
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            raise ValueError(f"unknown split {name!r}; valid splits: {', '.join(sorted(self.splits))}")
+        return self.splits[name]
+
+    def seen(self, split: str) -> list[Task]:
+        s = self.split(split)
+        return self.get(s.dataset, s.seen)
+
+    def unseen(self, split: str) -> list[Task]:
+        s = self.split(split)
+        return self.get(s.dataset, s.unseen)
+
+
+def _read(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise TaskFileError(f"{path}: not valid TOML ({e})") from e
+
+
+def load_registry(tasks_dirs: str | Path | Sequence[str | Path] | None = None) -> Registry:
+    """Load the built-in task folder and then ``tasks_dirs`` (a later folder may not redefine a task or split).
+
+    Raises:
+        TaskFileError: a file that is not valid TOML, has a missing or unknown field, names an unknown dataset, or
+            a split naming tasks its dataset does not have.
+    """
+    extra = [] if tasks_dirs is None else [tasks_dirs] if isinstance(tasks_dirs, str | Path) else list(tasks_dirs)
+    reg = Registry()
+    for folder in [BUILTIN_DIR, *map(Path, extra)]:
+        if not folder.is_dir():
+            raise TaskFileError(f"{folder}: tasks folder does not exist")
+        for path in sorted(folder.rglob("*.toml")):
+            raw = _read(path)
+            dataset = raw.get("dataset")
+            if isinstance(dataset, str) and dataset not in DATASETS:
+                raise TaskFileError(f"{path}: unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
+            if "splits" in path.relative_to(folder).parts[:-1]:
+                split = parse_split(raw, str(path))
+                if split.name in reg.splits:
+                    raise TaskFileError(
+                        f"{path}: split {split.name!r} already defined in {reg.splits[split.name].source}"
+                    )
+                reg.splits[split.name] = split
+                continue
+            entry = DATASETS.get(dataset) if isinstance(dataset, str) else None
+            task = parse_task(raw, str(path), entry.attribute_names if entry else (), entry.merges if entry else {})
+            known = reg.tasks.setdefault(task.dataset, {})
+            if task.name in known:
+                raise TaskFileError(f"{path}: task {task.name!r} already defined in {known[task.name].source}")
+            known[task.name] = task
+    for split in reg.splits.values():
+        missing = [t for t in (*split.seen, *split.unseen) if t not in reg.tasks.get(split.dataset, {})]
+        if missing:
+            raise TaskFileError(f"{split.source}: unknown task(s) {missing} for dataset {split.dataset!r}")
+        if not split.seen:
+            raise TaskFileError(f"{split.source}: a split needs at least one seen task")
+    return reg
