@@ -23,35 +23,44 @@ class DatasetEntry:
 
     Attributes:
         make: ``make(split, root, image_size, size, seed, targets) -> Dataset``.
+        targets: the target keys its items carry (what a task's ``target`` may name).
         needs_root: whether ``--data-root`` is required.
         synthetic: whether the data is generated (reports say so).
         attribute_names: names of the columns of its ``attributes`` target.
         merges: named class merges (lookup tables) for its segmentation targets.
+        adapt_split: where unseen tasks take their training images: a split disjoint from both the meta-train
+            (``train``) and the evaluation (``test``) images when the dataset has one.
     """
 
     make: Callable[..., Dataset]
+    targets: tuple[str, ...]
     needs_root: bool
     synthetic: bool
     attribute_names: tuple[str, ...] = ()
     merges: dict[str, list[int]] = field(default_factory=dict)
+    adapt_split: str = "val"
 
 
 DATASETS: dict[str, DatasetEntry] = {
     "synthetic": DatasetEntry(
         lambda split, root, image_size, size, seed, targets: SyntheticScenes(split, size or 1000, image_size, seed),
+        targets=("semseg", "depth", "normals", "edges", "attributes"),
         needs_root=False,
         synthetic=True,
         attribute_names=synthetic.ATTRIBUTES,
     ),
     "nyuv2": DatasetEntry(
         lambda split, root, image_size, size, seed, targets: NYUv2(root, split, image_size, size=size, seed=seed),
+        targets=("semseg", "depth", "normals", "edges"),
         needs_root=True,
         synthetic=False,
+        adapt_split="train",  # the MTAN layout's val split *is* the test set
     ),
     "celeba": DatasetEntry(
         lambda split, root, image_size, size, seed, targets: CelebAMaskHQ(
             root, split, image_size, [t for t in ("faceparts", "attributes") if t in targets], size
         ),
+        targets=("faceparts", "attributes"),
         needs_root=True,
         synthetic=False,
         attribute_names=celeba.ATTRIBUTES,

@@ -89,6 +89,11 @@ def load_registry(tasks_dirs: str | Path | Sequence[str | Path] | None = None) -
                 continue
             entry = DATASETS.get(dataset) if isinstance(dataset, str) else None
             task = parse_task(raw, str(path), entry.attribute_names if entry else (), entry.merges if entry else {})
+            if entry is not None and task.target not in entry.targets:
+                valid = ", ".join(entry.targets)
+                raise TaskFileError(
+                    f"{path}: target {task.target!r} is not in {dataset!r} items; valid targets: {valid}"
+                )
             known = reg.tasks.setdefault(task.dataset, {})
             if task.name in known:
                 raise TaskFileError(f"{path}: task {task.name!r} already defined in {known[task.name].source}")

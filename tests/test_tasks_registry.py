@@ -1,0 +1,133 @@
+"""Task definitions are data: built-in files, a user's folder, and clear errors for bad files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from l2sparse.tasks import TaskFileError, load_registry
+from l2sparse.tasks.__main__ import main as tasks_main
+from l2sparse.train import TrainConfig, train
+
+CUSTOM_LOSS = """
+import torch
+
+
+def brightness_loss(pred, target):
+    return torch.nn.functional.mse_loss(pred, target)
+"""
+
+BRIGHTNESS = """
+name = "brightness"
+dataset = "synthetic"
+description = "mean image brightness, a target the library does not know"
+target = "brightness"
+head = "pooled"
+out_channels = 1
+loss = "my_losses:brightness_loss"
+metrics = "depth"
+"""
+
+
+def test_builtin_tasks_and_splits():
+    reg = load_registry()
+    assert {"semseg", "depth", "normals", "edges", "has_cylinder"} <= set(reg.tasks["synthetic"])
+    split = reg.split("synthetic-default")
+    assert "normals" in split.unseen and "semseg" in split.seen
+    assert not set(split.seen) & set(split.unseen)
+    for name in ("nyuv2-default", "celeba-default"):
+        assert reg.seen(name) and reg.unseen(name)
+    assert reg.get("nyuv2", ["depth"])[0].higher_is_better == {"abs_err": False, "rel_err": False}
+
+
+def test_a_task_defined_only_in_a_user_folder_loads_with_its_own_loss(tmp_path, monkeypatch):
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "my_losses.py").write_text(CUSTOM_LOSS)
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "mean_depth.toml").write_text(BRIGHTNESS.replace('target = "brightness"', 'target = "depth"'))
+    task = load_registry(tmp_path / "tasks").get("synthetic", ["brightness"])[0]
+    assert task.loss_fn(torch.ones(2, 1), torch.zeros(2, 1)).item() == 1.0
+    assert task.source.endswith("mean_depth.toml")
+
+
+def test_a_user_task_over_an_existing_target_trains_end_to_end(tmp_path, monkeypatch):
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "my_losses.py").write_text(CUSTOM_LOSS)
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "inverse_depth.toml").write_text(
+        BRIGHTNESS.replace('"brightness"', '"depth_mse"')
+        .replace('target = "depth_mse"', 'target = "depth"')
+        .replace('head = "pooled"', 'head = "dense"')
+    )
+    cfg = TrainConfig(
+        tasks=["depth_mse", "semseg"],
+        tasks_dir=[str(tmp_path / "tasks")],
+        steps=3,
+        image_size=16,
+        train_size=8,
+        test_size=4,
+        batch_size=4,
+    )
+    report = train(cfg, tmp_path / "run", progress=False)
+    assert set(report["metrics"]) == {"depth_mse", "semseg"}
+    assert report["metrics"]["depth_mse"]["abs_err"] > 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (BRIGHTNESS.replace('head = "pooled"\n', ""), r"missing field\(s\) \['head'\]"),
+        (BRIGHTNESS, "target 'brightness' is not in 'synthetic' items; valid targets: semseg, depth"),
+        (BRIGHTNESS + 'colour = "red"\n', r"unknown field\(s\) \['colour'\]; valid fields: name, dataset"),
+        (BRIGHTNESS.replace('"synthetic"', '"kitti"'), "unknown dataset 'kitti'; valid datasets: synthetic"),
+        (BRIGHTNESS.replace("my_losses:brightness_loss", "nowhere:loss"), "neither a built-in .* nor importable"),
+        (BRIGHTNESS.replace("out_channels = 1", 'out_channels = "one"'), "field 'out_channels' must be int"),
+        (BRIGHTNESS + 'attributes = ["has_dragon"]\n', r"unknown attribute\(s\) \['has_dragon'\]; valid: has_sphere"),
+        (BRIGHTNESS + "[higher_is_better]\nspeed = true\n", "higher_is_better takes true/false for abs_err, rel_err"),
+        ('name = "x"\ndataset = [\n', "not valid TOML"),
+    ],
+)
+def test_bad_task_files_name_the_file_and_the_problem(tmp_path, monkeypatch, text, message):
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "my_losses.py").write_text(CUSTOM_LOSS)
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    (tmp_path / "bad.toml").write_text(text)
+    with pytest.raises(TaskFileError, match=rf"bad\.toml: .*{message}"):
+        load_registry(tmp_path)
+
+
+def test_bad_split_files(tmp_path):
+    (tmp_path / "splits").mkdir()
+    split = tmp_path / "splits" / "mine.toml"
+    split.write_text('name = "mine"\ndataset = "synthetic"\nseen = ["semseg", "telepathy"]\nunseen = ["depth"]\n')
+    with pytest.raises(TaskFileError, match=r"mine\.toml: unknown task\(s\) \['telepathy'\]"):
+        load_registry(tmp_path)
+    split.write_text('name = "mine"\ndataset = "synthetic"\nseen = ["semseg"]\nunseen = ["semseg"]\n')
+    with pytest.raises(TaskFileError, match="both seen and unseen"):
+        load_registry(tmp_path)
+    split.write_text('name = "synthetic-default"\ndataset = "synthetic"\nseen = ["semseg"]\nunseen = []\n')
+    with pytest.raises(TaskFileError, match="split 'synthetic-default' already defined"):
+        load_registry(tmp_path)
+
+
+def test_unknown_names_list_the_valid_ones():
+    reg = load_registry()
+    with pytest.raises(ValueError, match="unknown split 'nyu'; valid splits: celeba-attributes, celeba-default"):
+        reg.split("nyu")
+    with pytest.raises(
+        ValueError, match=r"unknown task\(s\) \['albedo'\] for dataset 'nyuv2'; valid tasks: depth, edges"
+    ):
+        reg.get("nyuv2", ["albedo"])
+
+
+def test_cli_lists_tasks_and_splits(capsys, tmp_path):
+    tasks_main(["list"])
+    out = capsys.readouterr().out
+    assert "synthetic  normals" in out and "celeba     Smiling" in out
+    assert "synthetic-default" in out and "unseen: normals, has_cylinder" in out
+    (tmp_path / "bad.toml").write_text('name = "x"\n')
+    with pytest.raises(SystemExit) as exc:
+        tasks_main(["list", "--tasks-dir", str(tmp_path)])
+    assert exc.value.code == 2 and "missing field(s)" in capsys.readouterr().err
