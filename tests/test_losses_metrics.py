@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from l2sparse.losses import cosine, cross_entropy, get_loss, l1_valid
-from l2sparse.metrics import BinaryMeter, DepthMeter, NormalMeter, SegmentationMeter
+from l2sparse.metrics import BinaryMeter, DepthMeter, NormalMeter, SegmentationMeter, delta_m
 
 
 def test_segmentation_meter_hand_example_with_ignore():
@@ -66,3 +66,17 @@ def test_meters_refuse_mismatched_shapes_and_bad_labels():
         SegmentationMeter(3).update(torch.zeros(1, 3, 2, 2), torch.tensor([[[0, 255], [1, -1]]]))
     with pytest.raises(ValueError, match="l1_valid: prediction shape"):
         l1_valid(torch.zeros(2, 1, 4, 4), torch.ones(2, 4, 4))
+
+
+def test_delta_m_worked_example():
+    # seg: mIoU 0.50 -> 0.55 (+10%, higher better), pixel_acc 0.80 -> 0.80 (0%): task mean +5%
+    # depth: abs_err 0.40 -> 0.30 (-25% error = +25%, lower better): task mean +25%
+    # Δm = (5 + 25) / 2 = +15
+    base = {"seg": {"miou": 0.50, "pixel_acc": 0.80}, "depth": {"abs_err": 0.40}}
+    new = {"seg": {"miou": 0.55, "pixel_acc": 0.80}, "depth": {"abs_err": 0.30}}
+    hib = {"seg": {"miou": True, "pixel_acc": True}, "depth": {"abs_err": False}}
+    assert delta_m(new, base, hib) == pytest.approx(15.0)
+    assert delta_m(base, new, hib) < 0  # worse than the reference is negative
+    assert delta_m(base, base, hib) == 0.0
+    with pytest.raises(KeyError, match="no baseline for task 'seg'"):
+        delta_m(new, {"depth": base["depth"]}, hib)
