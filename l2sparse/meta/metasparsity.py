@@ -5,9 +5,11 @@ One meta-iteration (DESIGN §1):
 1. sample a meta-batch of episodes over the split's seen tasks (task subset, support and disjoint query images);
 2. per episode, a differentiable proximal inner loop from the meta-init (any backend);
 3. outer loss = mean query loss (+ an optional budget term); backprop to the meta-init and ρ (λ = exp(ρ));
-4. Adam step on the meta-init and ρ, then the group prox on the meta-init's backbone with the new λ and step
-   ``outer_lr``, so the meta-init itself carries the learned sparsity; BatchNorm running statistics of the
-   meta-init are refreshed from the query images (inner loops never touch them).
+4. Adam step on the meta-init and ρ, then the group prox on the meta-init's backbone with the new λ and the
+   *inner* step α, so the meta-init itself carries the learned sparsity: λ is calibrated by the inner loop, whose
+   first prox would zero such a group anyway (with Adam's step ``outer_lr`` instead, the shrinkage ``outer_lr·λ``
+   is too small to ever beat Adam's per-coordinate steps). BatchNorm running statistics of the meta-init are then
+   refreshed from the query images (inner loops never touch them).
 
 Checkpoints are atomic and hold model, ρ, optimiser, sampler state and the log, so ``resume`` continues on exactly
 the trajectory of an uninterrupted run.
@@ -28,9 +30,9 @@ from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 from l2sparse.data import get_dataset, make_dataset
 from l2sparse.data.episodes import EpisodeSampler
 from l2sparse.device import DEVICES, resolve_device
-from l2sparse.meta.backends import get_backend
+from l2sparse.meta.backends import InnerLoop, get_backend
 from l2sparse.meta.inner import InnerConfig
-from l2sparse.models import MODELS, MultiTaskModel, create_model
+from l2sparse.models import MODELS, create_model
 from l2sparse.sparsity import ConvGroups, channel_groups, prox_, sparsity_report
 from l2sparse.sparsity.groups import group_matrix
 from l2sparse.tasks import Task, load_registry
@@ -103,7 +105,7 @@ class MetaConfig:
         return registry.seen(self.split)
 
 
-def soft_group_sparsity(model: MultiTaskModel, groups: Sequence[ConvGroups], lam: Tensor, shrink: float) -> Tensor:
+def soft_group_sparsity(model: torch.nn.Module, groups: Sequence[ConvGroups], lam: Tensor, shrink: float) -> Tensor:
     """A differentiable stand-in for the group sparsity the prox would produce: the mean over groups of
     ``sigmoid((t_g − ‖W_g‖) / (0.1 t_g))`` with ``t_g = shrink · λ · √size`` (the threshold of one inner loop)."""
     params = dict(model.named_parameters())
@@ -114,6 +116,48 @@ def soft_group_sparsity(model: MultiTaskModel, groups: Sequence[ConvGroups], lam
         norms = torch.linalg.vector_norm(group_matrix(params, g), dim=1)
         parts.append(torch.sigmoid((thr - norms) / (0.1 * thr)))
     return torch.cat(parts).mean()
+
+
+def meta_update(
+    model: torch.nn.Module,
+    groups: Sequence[ConvGroups],
+    rho: Tensor,
+    backend: InnerLoop,
+    episodes: Sequence[dict],
+    tasks: Sequence[Task],
+    inner: InnerConfig,
+    opt: torch.optim.Optimizer,
+    budget: tuple[float, float] | None = None,
+) -> dict:
+    """One outer step on a meta-batch: mean query loss over episodes (each the mean over its tasks), plus
+    ``weight · relu(target − soft sparsity)²`` when ``budget = (target, weight)``; an ``opt`` step on the meta-init
+    and ``rho``; then the prox on the meta-init's groups with ``λ = exp(rho)`` and the inner step ``inner.lr``.
+
+    Returns ``{"lambda", "outer_loss", "query_loss": {task: mean over episodes}}``.
+    """
+    by_name = {t.name: t for t in tasks}
+    opt.zero_grad(set_to_none=True)
+    lam = rho.exp()
+    per_task: dict[str, list[float]] = {}
+    outer = torch.zeros((), device=rho.device)
+    for ep in episodes:
+        losses = backend.query_losses(model, groups, lam, ep, [by_name[n] for n in ep["tasks"]], inner)
+        outer = outer + sum(losses.values()) / len(losses) / len(episodes)
+        for n, v in losses.items():
+            per_task.setdefault(n, []).append(v.item())
+    if budget is not None:
+        target, weight = budget
+        soft = soft_group_sparsity(model, groups, lam, inner.steps * inner.lr)
+        outer = outer + weight * torch.relu(target - soft) ** 2
+    outer.backward()
+    opt.step()
+    with torch.no_grad():
+        prox_(model, groups, rho.exp(), inner.lr)
+    return {
+        "lambda": rho.detach().exp().tolist(),
+        "outer_loss": outer.item(),
+        "query_loss": {n: sum(v) / len(v) for n, v in per_task.items()},
+    }
 
 
 class MetaSparsity:
@@ -179,34 +223,27 @@ class MetaSparsity:
 
     def meta_step(self) -> dict:
         """One meta-iteration; returns its log entry (λ, outer loss, query loss per task, group sparsity)."""
-        cfg, inner = self.cfg, self.cfg.inner()
-        by_name = {t.name: t for t in self.tasks}
-        self.opt.zero_grad(set_to_none=True)
+        cfg = self.cfg
         episodes = self.sampler.sample()
-        per_task: dict[str, list[float]] = {}
-        outer = torch.zeros((), device=self.device)
-        for ep in episodes:
-            tasks = [by_name[n] for n in ep["tasks"]]
-            losses = self.backend.query_losses(self.model, self.groups, self.lam, ep, tasks, inner)
-            outer = outer + sum(losses.values()) / len(losses) / len(episodes)
-            for n, v in losses.items():
-                per_task.setdefault(n, []).append(v.item())
-        if cfg.budget is not None:
-            soft = soft_group_sparsity(self.model, self.groups, self.lam, cfg.inner_steps * cfg.inner_lr)
-            outer = outer + cfg.budget_weight * torch.relu(cfg.budget - soft) ** 2
-        outer.backward()
-        self.opt.step()
+        budget = None if cfg.budget is None else (cfg.budget, cfg.budget_weight)
+        entry = meta_update(
+            self.model,
+            self.groups,
+            self.rho,
+            self.backend,
+            episodes,
+            self.tasks,
+            cfg.inner(),
+            self.opt,
+            budget,
+        )
         with torch.no_grad():
-            prox_(self.model, self.groups, self.lam.detach(), cfg.outer_lr)
             self.model.train()
             self.model(torch.cat([ep["test"]["image"] for ep in episodes]), tasks=[t.name for t in self.tasks])
         self.iteration += 1
-        lam = self.lam.detach()
         return {
             "iteration": self.iteration,
-            "lambda": lam.tolist(),
-            "outer_loss": outer.item(),
-            "query_loss": {n: sum(v) / len(v) for n, v in per_task.items()},
+            **entry,
             "group_sparsity": sparsity_report(self.model, self.groups)["group"],
         }
 

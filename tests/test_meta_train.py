@@ -1,0 +1,110 @@
+"""The meta-sparsity trainer and CLI: report, plot, exact resume, clear errors that overwrite nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import l2sparse.meta.metasparsity as ms
+from l2sparse.checkpoint import load_checkpoint
+from l2sparse.meta_train import main
+
+TINY = ["--image-size", "16", "--train-size", "24", "--support", "4", "--query", "4", "--quiet"]
+
+
+def run(out, *extra) -> dict:
+    return main([*TINY, "--out", str(out), *extra])
+
+
+def test_report_and_plot(tmp_path):
+    rep = run(tmp_path / "m", "--meta-iters", "3", "--lam-init", "0.05", "--budget", "0.5")
+    on_disk = json.loads((tmp_path / "m" / "report.json").read_text())
+    for key in ("lambda_init", "lambda_final", "lambda_trajectory", "backend", "order", "sparsity", "params", "macs"):
+        assert key in on_disk
+    assert on_disk["lambda_init"] == 0.05 and len(on_disk["lambda_trajectory"]) == 3
+    assert on_disk["backend"] == "torchfunc" and on_disk["order"] == "second_order"
+    assert 0 <= on_disk["sparsity"]["group"] <= 1 and on_disk["params"]["compact"] <= on_disk["params"]["dense"]
+    assert set(on_disk["query_loss_final"]) <= set(rep["tasks"])
+    png = (tmp_path / "m" / "meta_trajectory.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_per_layer_lambda_and_other_backends_run(tmp_path):
+    rep = run(tmp_path / "p", "--meta-iters", "2", "--per-layer", "--backend", "higher", "--order", "truncated",
+              "--inner-steps", "2", "--truncate", "1")  # fmt: skip
+    assert isinstance(rep["lambda_final"], list) and len(rep["lambda_final"]) == len(rep["sparsity"]["per_layer"])
+
+
+def test_interrupted_run_resumes_to_the_same_parameters_and_lambda(tmp_path, monkeypatch):
+    args = ("--meta-iters", "5", "--ckpt-every", "2", "--lam-init", "0.05", "--meta-batch", "2")
+    run(tmp_path / "straight", *args)
+
+    real, calls = ms.meta_update, []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(ms, "meta_update", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "resumed", *args)
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["iteration"] == 2
+    monkeypatch.setattr(ms, "meta_update", real)
+    run(tmp_path / "resumed", *args, "--resume")
+
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    assert torch.equal(a["rho"], b["rho"])
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert [e["lambda"] for e in a["log"]] == [e["lambda"] for e in b["log"]]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backend", "jax"], "unknown backend 'jax'; valid backends: torchfunc (importable), higher (importable)"),
+        (["--inner-steps", "0"], "inner-steps: expected ≥ 1, got 0"),
+        (["--split", "nyuv2-default"], "split: 'nyuv2-default' belongs to dataset 'nyuv2', not 'synthetic'"),
+        (["--split", "atlantis"], "unknown split 'atlantis'; valid splits:"),
+        (["--lam-init", "0"], "lam-init: λ = exp(ρ) must start > 0"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        run(tmp_path / "x", *args)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_split_without_seen_tasks_is_refused(tmp_path, capsys):
+    (tmp_path / "tasks" / "splits").mkdir(parents=True)
+    (tmp_path / "tasks" / "splits" / "empty.toml").write_text(
+        'name = "empty"\ndataset = "synthetic"\nseen = []\nunseen = ["normals"]\n'
+    )
+    with pytest.raises(SystemExit):
+        run(tmp_path / "x", "--split", "empty", "--tasks-dir", str(tmp_path / "tasks"))
+    assert "a split needs at least one seen task" in capsys.readouterr().err
+
+
+def test_bad_checkpoints_are_named_and_left_as_they_are(tmp_path, capsys):
+    run(tmp_path / "m", "--meta-iters", "1")
+    ckpt = tmp_path / "m" / "checkpoint.pt"
+    saved = ckpt.read_bytes()
+    with pytest.raises(SystemExit):
+        run(tmp_path / "m", "--meta-iters", "2", "--model", "resnet50", "--resume")
+    assert "saved with different model" in capsys.readouterr().err
+    assert ckpt.read_bytes() == saved
+    ckpt.write_bytes(saved[: len(saved) // 2])
+    with pytest.raises(SystemExit):
+        run(tmp_path / "m", "--meta-iters", "2", "--resume")
+    assert "not a readable checkpoint (truncated or corrupt" in capsys.readouterr().err
+    assert ckpt.read_bytes() == saved[: len(saved) // 2]
+    with pytest.raises(SystemExit):
+        run(tmp_path / "m", "--meta-iters", "2")
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
