@@ -11,7 +11,7 @@ from l2sparse.sparsity import count_params
 
 def test_registry_lists_valid_names_on_error(tasks):
     assert {"tiny", "resnet50"} <= set(MODELS)
-    with pytest.raises(ValueError, match="unknown model 'resnet18'; valid models: resnet50, tiny"):
+    with pytest.raises(ValueError, match="unknown model 'resnet18'; valid models: resnet50, small, tiny"):
         create_model("resnet18", tasks)
 
 

@@ -93,7 +93,7 @@ def test_a_finished_run_is_not_overwritten_without_resume(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "vgg"], "unknown model 'vgg'; valid models: resnet50, tiny"),
+        (["--model", "vgg"], "unknown model 'vgg'; valid models: resnet50, small, tiny"),
         (["--tasks", "semseg,albedo"], "unknown task(s) ['albedo'] for dataset 'synthetic'; valid tasks: attributes"),
         (["--split", "mars-default"], "unknown split 'mars-default'; valid splits: celeba-attributes"),
         (["--dataset", "nyuv2"], "data-root: dataset 'nyuv2' reads files; pass --data-root"),

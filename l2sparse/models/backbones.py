@@ -130,6 +130,11 @@ def tiny_backbone() -> ResNetBackbone:
     return ResNetBackbone("basic", (1, 1, 1), (16, 32, 64), (1, 2, 1), (1, 1, 2), stem=(16,), maxpool=False)
 
 
+def small_backbone() -> ResNetBackbone:
+    """About 0.7M parameters: two basic blocks per stage, 32-64-128, output stride 4, last stage dilated."""
+    return ResNetBackbone("basic", (2, 2, 2), (32, 64, 128), (1, 2, 1), (1, 1, 2), stem=(32,), maxpool=False)
+
+
 def resnet50_backbone() -> ResNetBackbone:
     """Dilated ResNet-D-50 (deep stem, avg-pool shortcuts), output stride 8, random init; about 23.5M parameters."""
     return ResNetBackbone(

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from l2sparse.models.backbones import ResNetBackbone, resnet50_backbone, tiny_backbone
+from l2sparse.models.backbones import ResNetBackbone, resnet50_backbone, small_backbone, tiny_backbone
 from l2sparse.models.heads import HEADS
 from l2sparse.models.multitask import MultiTaskModel
 
@@ -34,6 +34,7 @@ def register_model(name: str, backbone: Callable[[], ResNetBackbone], **dense_he
 
 
 register_model("tiny", tiny_backbone, hidden=8, dilations=(1, 2))
+register_model("small", small_backbone, hidden=32, dilations=(1, 2))
 register_model("resnet50", resnet50_backbone, hidden=256, dilations=(1, 12, 24, 36))
 
 

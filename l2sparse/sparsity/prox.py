@@ -38,7 +38,7 @@ def prox(
     params: Mapping[str, Tensor],
     groups: Sequence[ConvGroups],
     lam: float | Tensor,
-    lr: float | Tensor,
+    lr: float | Tensor | Sequence[Tensor],
 ) -> dict[str, Tensor]:
     """Apply the group soft-threshold with step ``lr`` (α) and strength ``lam`` (λ).
 
@@ -46,7 +46,8 @@ def prox(
         params: name -> tensor; must contain every parameter named in ``groups``.
         groups: the channel groups.
         lam: λ ≥ 0, a scalar or a ``(num_layers,)`` tensor (per-layer λ). Gradients flow into it.
-        lr: the step size α of the gradient step this prox follows.
+        lr: the step size α of the gradient step this prox follows: a scalar, or one ``(num_groups,)`` tensor per
+            layer when every group had its own step (see :func:`adam_group_steps`).
 
     Returns:
         A new dict: grouped tensors replaced by their thresholded values, all others passed through unchanged.
@@ -59,9 +60,10 @@ def prox(
     if (isinstance(lam, int | float) and lam < 0) or (isinstance(lr, int | float) and lr < 0):
         raise ValueError(f"prox: expected λ ≥ 0 and lr ≥ 0, got λ = {lam}, lr = {lr}")
     lams = _lam_per_layer(lam, len(groups), params[groups[0].weight])
+    steps = lr if isinstance(lr, Sequence) else [lr] * len(groups)
     out = dict(params)
-    for g, lam_l in zip(groups, lams, strict=True):
-        scale = group_scales(params, g, lr * lam_l * g.group_size(params) ** 0.5)
+    for g, lam_l, lr_l in zip(groups, lams, steps, strict=True):
+        scale = group_scales(params, g, lr_l * lam_l * g.group_size(params) ** 0.5)
         w = params[g.weight]
         shape = [1] * w.ndim
         shape[g.dim] = -1
@@ -72,8 +74,36 @@ def prox(
 
 
 @torch.no_grad()
+def adam_group_steps(
+    optimizer: torch.optim.Optimizer, params: Mapping[str, Tensor], groups: Sequence[ConvGroups]
+) -> list[Tensor]:
+    """Each group's mean Adam step size ``lr / (√v̂ + ε)`` (bias-corrected), one ``(num_groups,)`` tensor per layer.
+
+    Hand-written because the proximal step of an adaptive optimiser has no closed form for group lasso; using the
+    group's mean effective step as α is the usual diagonal approximation. With it a group survives when its
+    (first-moment) gradient norm exceeds ``λ√size``, the same meaning λ has after an SGD step; with the plain ``lr``
+    instead, the prox outruns Adam's normalised steps for every group at once past some λ. Parameters the
+    optimiser has not stepped yet get ``lr``.
+    """
+    info = {id(p): (pg, optimizer.state.get(p, {})) for pg in optimizer.param_groups for p in pg["params"]}
+    steps = {}
+    for name in {n for g in groups for n in (g.weight, *g.extras)}:
+        pg, state = info[id(params[name])]
+        if "exp_avg_sq" not in state:
+            steps[name] = torch.full_like(params[name], pg["lr"])
+            continue
+        t = float(state["step"])
+        v_hat = state["exp_avg_sq"] / (1 - pg["betas"][1] ** t)
+        steps[name] = pg["lr"] / (v_hat.sqrt() + pg["eps"])
+    return [group_matrix(steps, g).mean(dim=1) for g in groups]
+
+
+@torch.no_grad()
 def prox_(
-    params: nn.Module | Mapping[str, Tensor], groups: Sequence[ConvGroups], lam: float | Tensor, lr: float
+    params: nn.Module | Mapping[str, Tensor],
+    groups: Sequence[ConvGroups],
+    lam: float | Tensor,
+    lr: float | Tensor | Sequence[Tensor],
 ) -> None:
     """In-place :func:`prox` on a module's parameters or a dict of leaf tensors (no autograd graph)."""
     named = as_params(params)
@@ -83,12 +113,12 @@ def prox_(
 
 
 class _ProxMixin:
-    """After the wrapped optimiser's step, apply the group prox with each parameter's own ``lr`` and ``lam``.
+    """After the wrapped optimiser's step, apply the group prox with each parameter's own ``lam``.
 
     ``model`` names the grouped parameters; ``params`` (default ``model.parameters()``) is what the optimiser
     updates, e.g. the model's parameters plus a loss-weighting module's. ``lam`` lives in the param groups, so it
-    is saved in ``state_dict()`` and can be changed between steps. The prox uses the step size ``lr``; for Adam
-    this is the usual proximal-Adam approximation.
+    is saved in ``state_dict()`` and can be changed between steps. The prox step α is the param group's ``lr`` for
+    SGD and each group's mean Adam step (:func:`adam_group_steps`) for Adam.
     """
 
     def __init__(
@@ -114,13 +144,15 @@ class _ProxMixin:
                 return pg
         raise ValueError("a grouped parameter is not handled by this optimiser")
 
+    def _prox_steps(self, named: Mapping[str, Tensor]) -> list[float] | list[Tensor]:
+        return [self._group_of(named[g.weight])["lr"] for g in self.groups]
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = super().step(closure)
         named = dict(self._module.named_parameters())
-        for g in self.groups:
-            pg = self._group_of(named[g.weight])
-            prox_(named, [g], pg["lam"], pg["lr"])
+        for g, lr in zip(self.groups, self._prox_steps(named), strict=True):
+            prox_(named, [g], self._group_of(named[g.weight])["lam"], [lr])
         return loss
 
 
@@ -129,4 +161,8 @@ class ProxSGD(_ProxMixin, torch.optim.SGD):
 
 
 class ProxAdam(_ProxMixin, torch.optim.Adam):
-    """Adam followed by the group prox: ``ProxAdam(model, groups, lam=1e-3, lr=1e-3)``."""
+    """Adam followed by the group prox with each group's mean Adam step as α:
+    ``ProxAdam(model, groups, lam=1e-3, lr=1e-3)``."""
+
+    def _prox_steps(self, named: Mapping[str, Tensor]) -> list[Tensor]:
+        return adam_group_steps(self, named, self.groups)

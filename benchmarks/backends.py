@@ -1,0 +1,120 @@
+"""Inner-loop backends side by side: time per meta-iteration and peak memory, with ratios to ``higher``.
+
+    python benchmarks/backends.py                     # tiny and mid-size configs, second- and first-order
+    python benchmarks/backends.py --configs tiny --orders second_order --iters 5
+
+Each (config, order, backend) runs in its own subprocess, so its peak resident memory (``ru_maxrss`` after the
+meta-iterations minus before them) is its own; rounds alternate between backends and the best round counts. Every
+backend runs the same model init, episodes and mode; their hypergradients (dL/dρ and the meta-init gradient norm
+of the first iteration) are printed and checked to agree before any time is compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+CONFIGS = {
+    # name: (model, image size, support, query, inner steps, meta batch)
+    "tiny": ("tiny", 32, 8, 8, 3, 2),
+    "mid": ("small", 64, 16, 16, 3, 2),
+}
+
+
+def worker(config: str, order: str, backend: str, iters: int) -> None:
+    import torch
+
+    from l2sparse.data.episodes import EpisodeSampler
+    from l2sparse.data.synthetic import SyntheticScenes
+    from l2sparse.meta import InnerConfig, get_backend
+    from l2sparse.meta.metasparsity import meta_update
+    from l2sparse.models import create_model
+    from l2sparse.sparsity import channel_groups
+    from l2sparse.tasks import load_registry
+
+    torch.set_num_threads(2)
+    model_name, size, support, query, steps, meta_batch = CONFIGS[config]
+    tasks = load_registry().seen("synthetic-default")
+    data = SyntheticScenes("train", 64, size).tensors()
+    torch.manual_seed(0)
+    model = create_model(model_name, tasks)
+    groups = channel_groups(model)
+    rho = torch.tensor(0.05).log().requires_grad_(True)
+    opt = torch.optim.Adam([{"params": model.parameters(), "lr": 1e-3}, {"params": [rho], "lr": 0.05}])
+    sampler = EpisodeSampler(data, tasks, support, query, subset=len(tasks), meta_batch=meta_batch, seed=0)
+    loop, inner = get_backend(backend), InnerConfig(steps, 0.05, order)
+
+    # hypergradients of the first meta-batch, for the cross-backend check
+    first = sampler.sample()
+    losses = [sum(loop.query_losses(model, groups, rho.exp(), ep, tasks, inner).values()) for ep in first]
+    sum(losses).backward()
+    check = {"d_rho": rho.grad.item(), "grad_norm": sum(p.grad.norm() ** 2 for p in model.parameters()).item() ** 0.5}
+    opt.zero_grad()
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    for _ in range(iters):
+        episodes = sampler.sample()
+        start = time.perf_counter()
+        meta_update(model, groups, rho, loop, episodes, tasks, inner, opt)
+        times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    times.sort()
+    print(json.dumps({"ms": 1e3 * times[len(times) // 2], "peak_mib": peak / 1024, **check}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--configs", default="tiny,mid")
+    p.add_argument("--orders", default="second_order,first_order")
+    p.add_argument("--backends", default="higher,torchfunc,learn2learn")
+    p.add_argument("--iters", type=int, default=5, help="meta-iterations timed per run (median)")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds per backend (best counts)")
+    p.add_argument("--worker", nargs=4, metavar=("CONFIG", "ORDER", "BACKEND", "ITERS"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        config, order, backend, iters = args.worker
+        worker(config, order, backend, int(iters))
+        return
+    from l2sparse.meta import importable
+
+    backends = [b for b in args.backends.split(",") if importable(b)]
+    skipped = [b for b in args.backends.split(",") if b not in backends]
+    if skipped:
+        print(f"not importable here, skipped: {', '.join(skipped)}")
+    results = {}
+    for config in args.configs.split(","):
+        for order in args.orders.split(","):
+            for _ in range(args.rounds):
+                for b in backends:
+                    cmd = [sys.executable, __file__, "--worker", config, order, b, str(args.iters)]
+                    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+                    key = (config, order, b)
+                    best = results.get(key)
+                    results[key] = (
+                        out if best is None or out["ms"] < best["ms"] else {**best, "peak_mib": out["peak_mib"]}
+                    )
+    print(f"{'config':<6} {'order':<13} {'backend':<11} {'ms/iter':>8} {'peak MiB':>9} {'time/higher':>11} "
+          f"{'mem/higher':>10} {'dL/dρ':>12} {'|dL/dθ|':>10}")  # fmt: skip
+    for (config, order, b), r in results.items():
+        ref = results[(config, order, "higher")] if "higher" in backends else r
+        print(
+            f"{config:<6} {order:<13} {b:<11} {r['ms']:>8.1f} {r['peak_mib']:>9.1f} {r['ms'] / ref['ms']:>11.2f} "
+            f"{r['peak_mib'] / max(ref['peak_mib'], 1e-9):>10.2f} {r['d_rho']:>12.5e} {r['grad_norm']:>10.4f}"
+        )
+        agree = abs(r["d_rho"] - ref["d_rho"]) <= 1e-4 * max(1.0, abs(ref["d_rho"]))
+        if not agree:
+            print(f"  hypergradients differ from higher's: {r['d_rho']} vs {ref['d_rho']}")
+    for config in args.configs.split(","):
+        for b in backends:
+            so, fo = results.get((config, "second_order", b)), results.get((config, "first_order", b))
+            if so and fo:
+                print(f"{config}: {b} first-order is {so['ms'] / fo['ms']:.2f}x faster than second-order")
+
+
+if __name__ == "__main__":
+    main()
