@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from l2sparse.sparsity import ProxAdam, ProxSGD, adam_group_steps, channel_groups, group_norms, penalty, prox, prox_
+from l2sparse.sparsity import ProxAdam, ProxSGD, adam_prox_steps, channel_groups, group_norms, penalty, prox, prox_
 from l2sparse.sparsity.groups import ConvGroups
 
 
@@ -181,7 +181,7 @@ def test_prox_names_missing_parameters_and_rejects_negative_step():
         prox({"c.weight": torch.ones(2, 2, 1, 1)}, g, 0.1, -1.0)
 
 
-def test_prox_adam_uses_each_groups_mean_adam_step():
+def test_prox_adam_uses_the_layers_rms_normalised_adam_step():
     torch.manual_seed(0)
     m = conv_bn(torch.randn(2, 3))
     groups = channel_groups(m, shared="")
@@ -191,13 +191,10 @@ def test_prox_adam_uses_each_groups_mean_adam_step():
     w_before = m[0].weight.detach().clone()
     grad = m[0].weight.grad.clone()
     opt.step()
-    # Adam's first step moves every coordinate by lr·sign(g); the effective step per element is lr / (|g| + eps)
-    steps = 0.1 / (grad.abs() + 1e-8)
-    torch.testing.assert_close(
-        adam_group_steps(opt, dict(m.named_parameters()), groups)[0], steps.transpose(0, 1).flatten(1).mean(1)
-    )
+    # Adam's first step: v̂ = g², each coordinate moves by lr·sign(g); α = lr / √mean(g²)
+    alpha = 0.1 / (grad.square().mean().sqrt() + 1e-8)
+    torch.testing.assert_close(adam_prox_steps(opt, dict(m.named_parameters()), groups)[0], alpha)
     moved = w_before - 0.1 * grad.sign()
     norms = moved.transpose(0, 1).flatten(1).norm(dim=1)
-    thr = steps.transpose(0, 1).flatten(1).mean(1) * 0.5 * 2**0.5
-    expected = moved * torch.relu(1 - thr / norms).view(1, -1, 1, 1)
+    expected = moved * torch.relu(1 - alpha * 0.5 * 2**0.5 / norms).view(1, -1, 1, 1)
     torch.testing.assert_close(m[0].weight.detach(), expected)

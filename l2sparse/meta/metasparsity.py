@@ -6,10 +6,10 @@ One meta-iteration (DESIGN §1):
 2. per episode, a differentiable proximal inner loop from the meta-init (any backend);
 3. outer loss = mean query loss (+ an optional budget term); backprop to the meta-init and ρ (λ = exp(ρ));
 4. Adam step on the meta-init and ρ, then the group prox on the meta-init's backbone with the new λ, so the
-   meta-init itself carries the learned sparsity. The prox step of each group is its mean Adam step
-   (:func:`~l2sparse.sparsity.adam_group_steps`): a group of the meta-init then survives when its meta-gradient
-   norm exceeds λ√size, the meaning λ has in the SGD inner loop. (A fixed step instead gives a cliff: past some λ
-   the prox outruns Adam's normalised steps for every group and the meta-init collapses, whatever its gradients.)
+   meta-init itself carries the learned sparsity. The prox step of each layer is Adam's step normalised by the
+   layer's gradient RMS (:func:`~l2sparse.sparsity.adam_prox_steps`), so λ keeps the meaning it has after an SGD
+   step. (A fixed step instead gives a cliff: past some λ the prox outruns Adam's normalised steps for every group
+   and the meta-init collapses, whatever its gradients.)
    BatchNorm running statistics of the meta-init are then refreshed from the query images.
 
 Checkpoints are atomic and hold model, ρ, optimiser, sampler state and the log, so ``resume`` continues on exactly
@@ -34,7 +34,7 @@ from l2sparse.device import DEVICES, resolve_device
 from l2sparse.meta.backends import InnerLoop, get_backend
 from l2sparse.meta.inner import InnerConfig
 from l2sparse.models import MODELS, create_model
-from l2sparse.sparsity import ConvGroups, adam_group_steps, channel_groups, prox_, sparsity_report
+from l2sparse.sparsity import ConvGroups, adam_prox_steps, channel_groups, prox_, sparsity_report
 from l2sparse.sparsity.groups import group_matrix
 from l2sparse.tasks import Task, load_registry
 
@@ -132,7 +132,7 @@ def meta_update(
 ) -> dict:
     """One outer step on a meta-batch: mean query loss over episodes (each the mean over its tasks), plus
     ``weight · relu(target − soft sparsity)²`` when ``budget = (target, weight)``; an ``opt`` step on the meta-init
-    and ``rho``; then the prox on the meta-init's groups with ``λ = exp(rho)`` and each group's mean Adam step.
+    and ``rho``; then the prox on the meta-init's groups with ``λ = exp(rho)`` and the layers' Adam prox steps.
 
     Returns ``{"lambda", "outer_loss", "query_loss": {task: mean over episodes}}``.
     """
@@ -154,7 +154,7 @@ def meta_update(
     opt.step()
     with torch.no_grad():
         named = dict(model.named_parameters())
-        steps = adam_group_steps(opt, named, groups) if isinstance(opt, torch.optim.Adam) else opt.param_groups[0]["lr"]
+        steps = adam_prox_steps(opt, named, groups) if isinstance(opt, torch.optim.Adam) else opt.param_groups[0]["lr"]
         prox_(named, groups, rho.exp(), steps)
     return {
         "lambda": rho.detach().exp().tolist(),

@@ -3,14 +3,14 @@
 from l2sparse.sparsity.compact import compact, max_output_difference
 from l2sparse.sparsity.groups import ConvGroups, channel_groups, group_norms
 from l2sparse.sparsity.penalty import layer_penalties, penalty
-from l2sparse.sparsity.prox import ProxAdam, ProxSGD, adam_group_steps, prox, prox_
+from l2sparse.sparsity.prox import ProxAdam, ProxSGD, adam_prox_steps, prox, prox_
 from l2sparse.sparsity.report import count_macs, count_params, sparsity_report
 
 __all__ = [
     "ConvGroups",
     "ProxAdam",
     "ProxSGD",
-    "adam_group_steps",
+    "adam_prox_steps",
     "channel_groups",
     "compact",
     "count_macs",

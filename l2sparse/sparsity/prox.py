@@ -46,8 +46,8 @@ def prox(
         params: name -> tensor; must contain every parameter named in ``groups``.
         groups: the channel groups.
         lam: λ ≥ 0, a scalar or a ``(num_layers,)`` tensor (per-layer λ). Gradients flow into it.
-        lr: the step size α of the gradient step this prox follows: a scalar, or one ``(num_groups,)`` tensor per
-            layer when every group had its own step (see :func:`adam_group_steps`).
+        lr: the step size α of the gradient step this prox follows: a scalar, or a sequence with one step per
+            layer (a scalar or a ``(num_groups,)`` tensor each), e.g. from :func:`adam_prox_steps`.
 
     Returns:
         A new dict: grouped tensors replaced by their thresholded values, all others passed through unchanged.
@@ -74,28 +74,34 @@ def prox(
 
 
 @torch.no_grad()
-def adam_group_steps(
+def adam_prox_steps(
     optimizer: torch.optim.Optimizer, params: Mapping[str, Tensor], groups: Sequence[ConvGroups]
 ) -> list[Tensor]:
-    """Each group's mean Adam step size ``lr / (√v̂ + ε)`` (bias-corrected), one ``(num_groups,)`` tensor per layer.
+    """The prox step α after an Adam step, per layer: ``lr / (√mean(v̂) + ε)`` over the layer's grouped scalars.
 
-    Hand-written because the proximal step of an adaptive optimiser has no closed form for group lasso; using the
-    group's mean effective step as α is the usual diagonal approximation. With it a group survives when its
-    (first-moment) gradient norm exceeds ``λ√size``, the same meaning λ has after an SGD step; with the plain ``lr``
-    instead, the prox outruns Adam's normalised steps for every group at once past some λ. Parameters the
-    optimiser has not stepped yet get ``lr``.
+    Hand-written because the proximal step of an adaptive optimiser has no closed form for group lasso. Adam moves
+    a coordinate by about ``lr·ĝ/√v̂``; normalising by the layer's gradient RMS makes the prox act like an SGD prox
+    on that normalised gradient, so a group survives when its gradient (relative to the layer's RMS) and its own
+    norm outweigh λ√size. With the plain ``lr`` the prox outruns Adam's normalised steps for every group at once
+    past some λ; with a per-element ``lr/√v̂`` a group whose gradients are tiny gets a huge step and dies at once
+    whatever its norm. Layers the optimiser has not stepped yet get ``lr``.
     """
     info = {id(p): (pg, optimizer.state.get(p, {})) for pg in optimizer.param_groups for p in pg["params"]}
-    steps = {}
-    for name in {n for g in groups for n in (g.weight, *g.extras)}:
-        pg, state = info[id(params[name])]
-        if "exp_avg_sq" not in state:
-            steps[name] = torch.full_like(params[name], pg["lr"])
+    steps = []
+    for g in groups:
+        v_sum, count = 0.0, 0
+        pg = info[id(params[g.weight])][0]
+        for name in (g.weight, *g.extras):
+            group_of, state = info[id(params[name])]
+            if "exp_avg_sq" not in state:
+                break
+            v_sum += float((state["exp_avg_sq"] / (1 - group_of["betas"][1] ** float(state["step"]))).sum())
+            count += state["exp_avg_sq"].numel()
+        else:
+            steps.append(torch.tensor(pg["lr"] / ((v_sum / count) ** 0.5 + pg["eps"])))
             continue
-        t = float(state["step"])
-        v_hat = state["exp_avg_sq"] / (1 - pg["betas"][1] ** t)
-        steps[name] = pg["lr"] / (v_hat.sqrt() + pg["eps"])
-    return [group_matrix(steps, g).mean(dim=1) for g in groups]
+        steps.append(torch.tensor(float(pg["lr"])))
+    return steps
 
 
 @torch.no_grad()
@@ -118,7 +124,7 @@ class _ProxMixin:
     ``model`` names the grouped parameters; ``params`` (default ``model.parameters()``) is what the optimiser
     updates, e.g. the model's parameters plus a loss-weighting module's. ``lam`` lives in the param groups, so it
     is saved in ``state_dict()`` and can be changed between steps. The prox step α is the param group's ``lr`` for
-    SGD and each group's mean Adam step (:func:`adam_group_steps`) for Adam.
+    SGD and the layer's RMS-normalised Adam step (:func:`adam_prox_steps`) for Adam.
     """
 
     def __init__(
@@ -161,8 +167,8 @@ class ProxSGD(_ProxMixin, torch.optim.SGD):
 
 
 class ProxAdam(_ProxMixin, torch.optim.Adam):
-    """Adam followed by the group prox with each group's mean Adam step as α:
+    """Adam followed by the group prox with the layer's RMS-normalised Adam step as α:
     ``ProxAdam(model, groups, lam=1e-3, lr=1e-3)``."""
 
     def _prox_steps(self, named: Mapping[str, Tensor]) -> list[Tensor]:
-        return adam_group_steps(self, named, self.groups)
+        return adam_prox_steps(self, named, self.groups)
