@@ -86,6 +86,7 @@ def build_parser() -> ArgumentParser:
     add("--outer-lr", type=float, default=d.outer_lr, help="Adam lr of the meta-init (default: %(default)s)")
     add("--lam-lr", type=float, default=d.lam_lr, help="Adam lr of ρ = log λ (default: %(default)s)")
     add("--lam-init", type=float, default=d.lam_init, help="initial λ (default: %(default)s)")
+    add("--fixed-lambda", dest="learn_lambda", action="store_false", help="keep λ at --lam-init (0 allowed)")
     add("--per-layer", action="store_true", help="one λ per backbone layer")
     add("--budget", type=float, default=None, help="target group sparsity in [0, 1] (optional budget term)")
     add("--budget-weight", type=float, default=d.budget_weight, help="weight of the budget term (default: %(default)s)")

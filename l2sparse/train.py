@@ -53,6 +53,7 @@ class TrainConfig:
     image_size: int = 64
     train_size: int = 1000
     test_size: int = 200
+    eval_split: str = "test"
     group_mode: str = "in"
     seed: int = 0
     device: str = "auto"
@@ -88,6 +89,7 @@ class TrainConfig:
         if not self.lr > 0:
             raise ValueError(f"lr: expected a positive learning rate, got {self.lr}")
         for name, valid in (
+            ("eval_split", ("val", "test")),
             ("optimizer", OPTIMIZERS),
             ("weighting", WEIGHTINGS),
             ("group_mode", ("in", "out")),
@@ -110,18 +112,21 @@ def task_losses(model: MultiTaskModel, tasks: Sequence[Task], batch: dict[str, T
 def evaluate(
     model: MultiTaskModel, tasks: Sequence[Task], data: dict[str, Tensor], batch_size: int = 64
 ) -> dict[str, dict[str, float]]:
-    """Metrics of every task over a whole split ``{key: (N, ...)}``, in eval mode."""
+    """Metrics of every task over a whole split ``{key: (N, ...)}`` in eval mode, plus its mean loss ``loss``."""
     was_training = model.training
     model.eval()
     meters = {t.name: t.new_meter() for t in tasks}
+    loss_sums = dict.fromkeys(meters, 0.0)
     n = len(data["image"])
     for i in range(0, n, batch_size):
         batch = {k: v[i : i + batch_size] for k, v in data.items()}
         preds = model(batch["image"], [t.name for t in tasks])
         for t in tasks:
-            meters[t.name].update(preds[t.name], t.target_of(batch))
+            target = t.target_of(batch)
+            meters[t.name].update(preds[t.name], target)
+            loss_sums[t.name] += t.loss_fn(preds[t.name], target).item() * len(batch["image"])
     model.train(was_training)
-    return {name: m.compute() for name, m in meters.items()}
+    return {name: {**m.compute(), "loss": loss_sums[name] / n} for name, m in meters.items()}
 
 
 def load_split(
@@ -198,7 +203,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         last_loss, elapsed = state["last_loss"], state["elapsed_s"]
 
     train_data = load_split(cfg, tasks, "train", cfg.train_size, device, progress)
-    test_data = load_split(cfg, tasks, "test", cfg.test_size, device, progress)
+    test_data = load_split(cfg, tasks, cfg.eval_split, cfg.test_size, device, progress)
     n_train = len(train_data["image"])
     out.mkdir(parents=True, exist_ok=True)
 
@@ -274,6 +279,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--image-size", type=int, default=d.image_size, help="square image side (default: %(default)s)")
     p.add_argument("--train-size", type=int, default=d.train_size, help="training images (default: %(default)s)")
     p.add_argument("--test-size", type=int, default=d.test_size, help="held-out images (default: %(default)s)")
+    p.add_argument("--eval-split", default=d.eval_split, help="val or test: where metrics are taken (default: test)")
     p.add_argument("--group-mode", default=d.group_mode, help="'in' or 'out' channel groups (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda (default: %(default)s)")

@@ -116,7 +116,8 @@ class MetaTestSampler:
         self.tasks = {t.name: t for t in tasks}
 
     def task(self, name: str, shots: int, seed: int = 0) -> dict:
-        """``{"train": shots images of the task, "test": all test images, "tasks": [name]}``; same seed, same shots."""
+        """``{"train": shots images of the task, "test": all test images, "tasks": [name], "indices": ...}``; the same
+        seed gives the same shots."""
         if name not in self.tasks:
             raise ValueError(f"meta-test: unknown task {name!r}; unseen tasks: {', '.join(self.tasks)}")
         n = len(self.train_data["image"])
@@ -131,4 +132,5 @@ class MetaTestSampler:
             "train": task_batch(self.train_data, idx, task),
             "test": task_batch(self.test_data, all_test, task),
             "tasks": [name],
+            "indices": {"train": idx, "test": all_test},
         }

@@ -58,6 +58,7 @@ class MetaConfig:
     outer_lr: float = 1e-3
     lam_lr: float = 0.05
     lam_init: float = 1e-3
+    learn_lambda: bool = True
     per_layer: bool = False
     budget: float | None = None
     budget_weight: float = 1.0
@@ -89,8 +90,10 @@ class MetaConfig:
             raise ValueError(f"model: unknown model {self.model!r}; valid models: {', '.join(sorted(MODELS))}")
         if entry.needs_root and self.data_root is None:
             raise ValueError(f"data-root: dataset {self.dataset!r} reads files; pass --data-root")
-        if not self.lam_init > 0:
+        if self.learn_lambda and not self.lam_init > 0:
             raise ValueError(f"lam-init: λ = exp(ρ) must start > 0, got {self.lam_init}")
+        if not self.lam_init >= 0:
+            raise ValueError(f"lam-init: expected λ ≥ 0, got {self.lam_init}")
         if self.budget is not None and not 0 <= self.budget <= 1:
             raise ValueError(f"budget: a target group sparsity in [0, 1], got {self.budget}")
         for name in ("meta_iters", "meta_batch", "support", "query", "image_size", "train_size", "ckpt_every"):
@@ -199,10 +202,11 @@ class MetaSparsity:
         self.groups = channel_groups(self.model, "backbone", cfg.group_mode)
         n_rho = len(self.groups) if cfg.per_layer else 1
         rho0 = torch.full((n_rho,), float(torch.tensor(cfg.lam_init).log()), device=self.device)
-        self.rho = (rho0 if cfg.per_layer else rho0[0]).clone().requires_grad_(True)
-        self.opt = torch.optim.Adam(
-            [{"params": self.model.parameters(), "lr": cfg.outer_lr}, {"params": [self.rho], "lr": cfg.lam_lr}]
-        )
+        self.rho = (rho0 if cfg.per_layer else rho0[0]).clone().requires_grad_(cfg.learn_lambda)
+        groups_of_params = [{"params": self.model.parameters(), "lr": cfg.outer_lr}]
+        if cfg.learn_lambda:
+            groups_of_params.append({"params": [self.rho], "lr": cfg.lam_lr})
+        self.opt = torch.optim.Adam(groups_of_params)
         targets = {t.target for t in self.tasks}
         data = make_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size, cfg.train_size, cfg.seed, targets)
         self.data = {k: v.to(self.device) for k, v in data.tensors().items() if k == "image" or k in targets}

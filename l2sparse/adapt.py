@@ -1,0 +1,471 @@
+"""Adapt sparse backbones to unseen tasks: ``python -m l2sparse.adapt --task unseen``.
+
+Four initialisations of the shared backbone are compared on the same unseen tasks, images, steps and seeds:
+
+* ``meta_sparse``: meta-sparsity with λ learned (``l2sparse.meta``);
+* ``meta_dense``: the same meta-training with λ fixed at 0;
+* ``fixed_lambda``: the fixed-λ group-sparsity trainer ("Less is More") on the seen tasks, λ chosen from a small
+  grid by the seen tasks' mean validation loss (the test split is never looked at);
+* ``random``: a fresh random initialisation.
+
+For every unseen task and seed a fresh head is attached to a copy of the backbone, the whole model is fine-tuned for
+``--steps`` Adam steps on ``--shots`` training images of the task, with every group that is zero in the init kept at
+zero (masked updates: the zero groups are re-zeroed after each step), and evaluated on the task's test images.
+Meta-trained and fixed-λ inits are cached under ``--cache-dir`` (default ``$L2SPARSE_CACHE`` or
+``~/.cache/l2sparse``) keyed by their configuration, so a second run reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import matplotlib
+import torch
+from torch import Tensor, nn
+from torch.utils import benchmark
+from tqdm import tqdm
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from l2sparse.checkpoint import CheckpointError, load_checkpoint
+from l2sparse.cli import ArgumentParser, fail
+from l2sparse.data import DataError, get_dataset, make_dataset
+from l2sparse.data.episodes import MetaTestSampler
+from l2sparse.device import DEVICES, resolve_device
+from l2sparse.meta.metasparsity import MetaConfig, MetaSparsity
+from l2sparse.models import MODELS, create_model
+from l2sparse.sparsity import channel_groups, compact, count_macs, count_params, sparsity_report
+from l2sparse.sparsity.groups import ConvGroups, group_matrix
+from l2sparse.tasks import Task, TaskFileError, load_registry
+from l2sparse.train import TrainConfig, evaluate, train
+
+INITS = ("meta_sparse", "meta_dense", "fixed_lambda", "random")
+
+
+@dataclass
+class AdaptConfig:
+    """Everything that defines an adaptation experiment."""
+
+    task: str = "unseen"
+    dataset: str = "synthetic"
+    split: str = "synthetic-default"
+    data_root: str | None = None
+    tasks_dir: list[str] | None = None
+    checkpoint: str | None = None
+    model: str = "tiny"
+    steps: int = 100
+    shots: int = 32
+    seeds: int = 2
+    lr: float = 1e-3
+    batch_size: int = 16
+    image_size: int = 32
+    train_size: int = 500
+    test_size: int = 200
+    meta_iters: int = 100
+    lam_init: float = 0.05
+    lam_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1])
+    fixed_steps: int = 300
+    eval_every: int = 25
+    device: str = "auto"
+    amp: bool = False
+    cache_dir: str | None = None
+
+    def validate(self) -> tuple[list[Task], list[Task]]:
+        """Check the options; returns (seen tasks, tasks to adapt to). Raises ``ValueError`` naming the option."""
+        entry = get_dataset(self.dataset)
+        reg = load_registry(self.tasks_dir)
+        split = reg.split(self.split)
+        if split.dataset != self.dataset:
+            raise ValueError(f"split: {self.split!r} belongs to dataset {split.dataset!r}, not {self.dataset!r}")
+        if self.task == "unseen":
+            targets = reg.unseen(self.split)
+        elif self.task in (*split.seen, *split.unseen):
+            targets = reg.get(self.dataset, [self.task])
+        else:
+            raise ValueError(
+                f"task: {self.task!r} is not a task of split {self.split!r}; its tasks: "
+                f"{', '.join((*split.seen, *split.unseen))} (or 'unseen' for all unseen ones)"
+            )
+        if self.model not in MODELS:
+            raise ValueError(f"model: unknown model {self.model!r}; valid models: {', '.join(sorted(MODELS))}")
+        if entry.needs_root and self.data_root is None:
+            raise ValueError(f"data-root: dataset {self.dataset!r} reads files; pass --data-root")
+        for name in ("steps", "shots", "seeds", "batch_size", "image_size", "train_size", "test_size", "meta_iters"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')}: expected a positive integer, got {getattr(self, name)}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
+        if not self.lam_grid or min(self.lam_grid) < 0:
+            raise ValueError(f"lam-grid: expected λ values ≥ 0, got {self.lam_grid}")
+        resolve_device(self.device)
+        return reg.seen(self.split), targets
+
+    def cache_root(self) -> Path:
+        return Path(self.cache_dir or os.environ.get("L2SPARSE_CACHE") or Path.home() / ".cache" / "l2sparse")
+
+
+def _key(obj: Mapping) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def meta_config(cfg: AdaptConfig, learn: bool) -> MetaConfig:
+    return MetaConfig(
+        dataset=cfg.dataset,
+        split=cfg.split,
+        data_root=cfg.data_root,
+        tasks_dir=cfg.tasks_dir,
+        model=cfg.model,
+        lam_init=cfg.lam_init if learn else 0.0,
+        learn_lambda=learn,
+        meta_iters=cfg.meta_iters,
+        image_size=cfg.image_size,
+        train_size=cfg.train_size,
+        device=cfg.device,
+    )
+
+
+def meta_init(cfg: AdaptConfig, learn: bool, progress: bool) -> tuple[dict[str, Tensor], dict]:
+    """Backbone state of a meta-trained init (cached), and its λ."""
+    mcfg = meta_config(cfg, learn)
+    out = cfg.cache_root() / f"meta-{_key(asdict(mcfg))}"
+    trainer = MetaSparsity(mcfg, out, resume=(out / "checkpoint.pt").exists())
+    trainer.train(progress=progress)
+    return _backbone_state(trainer.model), {"lambda": trainer.lam.detach().tolist(), "cache": str(out)}
+
+
+def checkpoint_init(cfg: AdaptConfig, path: str) -> tuple[dict[str, Tensor], dict]:
+    """Backbone state from a ``meta_train`` checkpoint, which must match the split and the model."""
+    state = load_checkpoint(path, ("config", "model", "rho"))
+    saved = state["config"]
+    for key in ("split", "model", "dataset"):
+        if saved.get(key) != getattr(cfg, key):
+            raise CheckpointError(
+                f"{path}: trained with {key} {saved.get(key)!r}, but this run uses {getattr(cfg, key)!r}"
+            )
+    backbone = {k.removeprefix("backbone."): v for k, v in state["model"].items() if k.startswith("backbone.")}
+    return backbone, {"lambda": state["rho"].exp().tolist(), "checkpoint": str(path)}
+
+
+def fixed_lambda_init(cfg: AdaptConfig, seen: Sequence[Task], progress: bool) -> tuple[dict[str, Tensor], dict]:
+    """The fixed-λ trainer on the seen tasks for every λ of the grid; the lowest mean validation loss wins."""
+    runs = {}
+    for lam in cfg.lam_grid:
+        tcfg = TrainConfig(
+            dataset=cfg.dataset,
+            tasks=[t.name for t in seen],
+            data_root=cfg.data_root,
+            tasks_dir=cfg.tasks_dir,
+            model=cfg.model,
+            lam=lam,
+            steps=cfg.fixed_steps,
+            image_size=cfg.image_size,
+            train_size=cfg.train_size,
+            test_size=min(cfg.test_size, 200),
+            eval_split="val",
+            device=cfg.device,
+        )
+        out = cfg.cache_root() / f"fixed-{_key(asdict(tcfg))}"
+        if (out / "report.json").exists():
+            report = json.loads((out / "report.json").read_text())
+        else:
+            report = train(tcfg, out, resume=(out / "checkpoint.pt").exists(), progress=progress)
+        runs[lam] = (sum(m["loss"] for m in report["metrics"].values()) / len(report["metrics"]), out)
+    best = min(runs, key=lambda lam: runs[lam][0])
+    state = load_checkpoint(runs[best][1] / "checkpoint.pt", ("model",))["model"]
+    backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    return backbone, {"lambda": best, "grid_val_loss": {str(k): v[0] for k, v in runs.items()}}
+
+
+def random_init(cfg: AdaptConfig, seen: Sequence[Task]) -> tuple[dict[str, Tensor], dict]:
+    torch.manual_seed(0)
+    return _backbone_state(create_model(cfg.model, seen)), {"lambda": None}
+
+
+def _backbone_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
+
+
+def zero_group_masks(model: nn.Module, groups: Sequence[ConvGroups]) -> dict[str, Tensor]:
+    """``{parameter name: 0/1 mask}`` that keeps every group that is exactly zero now at zero."""
+    params = dict(model.named_parameters())
+    masks = {}
+    for g in groups:
+        dead = (group_matrix(params, g) == 0).all(dim=1)
+        if not dead.any():
+            continue
+        w = params[g.weight]
+        shape = [1] * w.ndim
+        shape[g.dim] = -1
+        masks[g.weight] = (~dead).to(w.dtype).view(shape).expand_as(w).clone()
+        for e in g.extras:
+            masks[e] = (~dead).to(w.dtype)
+    return masks
+
+
+def primary_metric(task: Task) -> str:
+    return next(iter(task.higher_is_better))
+
+
+def adapt_task(
+    cfg: AdaptConfig,
+    backbone: Mapping[str, Tensor],
+    task: Task,
+    episode: Mapping,
+    seed: int,
+    device: torch.device,
+) -> tuple[nn.Module, dict[str, float], list[tuple[int, float]]]:
+    """Fine-tune a fresh head (and the backbone, zero groups held at zero) on ``episode["train"]``.
+
+    Returns the adapted model, its test metrics and the primary metric every ``eval_every`` steps.
+    """
+    torch.manual_seed(seed)
+    model = create_model(cfg.model, [task]).to(device)
+    model.backbone.load_state_dict(backbone)
+    groups = channel_groups(model)
+    masks = {n: m.to(device) for n, m in zero_group_masks(model, groups).items()}
+    params = dict(model.named_parameters())
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    train_b, test_b = episode["train"], episode["test"]
+    test_data = {"image": test_b["image"], task.target: test_b[task.name]}
+    # the task's target is already selected and merged: evaluate with an identity view of the task
+    plain = Task(task.name, task.dataset, task.target, task.head, task.out_channels, task.loss, task.metrics)
+    n = len(train_b["image"])
+    g = torch.Generator().manual_seed(seed)
+    curve = []
+    metric = primary_metric(task)
+    model.train()
+    for step in range(1, cfg.steps + 1):
+        idx = torch.randint(n, (min(cfg.batch_size, n),), generator=g).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+            pred = model(train_b["image"][idx])[task.name]
+        loss = task.loss_fn(pred.float(), train_b[task.name][idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for name, mask in masks.items():
+                params[name].mul_(mask)
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            curve.append((step, evaluate(model, [plain], test_data)[task.name][metric]))
+    return model, evaluate(model, [plain], test_data)[task.name], curve
+
+
+@torch.no_grad()
+def latency_ms(model: nn.Module, image_size: int, device: torch.device) -> float:
+    """Median time of one forward pass on a single image, in milliseconds."""
+    model.eval()
+    x = torch.rand(1, 3, image_size, image_size, device=device)
+    timer = benchmark.Timer("model(x)", globals={"model": model, "x": x})
+    return 1e3 * timer.blocked_autorange(min_run_time=0.2).median
+
+
+def summarize(values: Sequence[float]) -> dict:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "values": list(values),
+    }
+
+
+def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
+    """The whole experiment; writes ``report.json``, ``report.md`` and two plots into ``out``."""
+    seen, targets = cfg.validate()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {out} exists and is not a directory")
+    device = resolve_device(cfg.device)
+    from_checkpoint = None if cfg.checkpoint is None else checkpoint_init(cfg, cfg.checkpoint)  # fails early
+    entry = get_dataset(cfg.dataset)
+    needed = {t.target for t in targets}
+    load = lambda split, size: {  # noqa: E731
+        k: v.to(device)
+        for k, v in make_dataset(cfg.dataset, split, cfg.data_root, cfg.image_size, size, 0, needed).tensors().items()
+    }
+    sampler = MetaTestSampler(load(entry.adapt_split, max(cfg.shots, 64)), load("test", cfg.test_size), targets)
+    for t in targets:
+        sampler.task(t.name, cfg.shots)  # --shots larger than the training images: fail before any training
+
+    started = time.perf_counter()
+    inits = {
+        "meta_sparse": from_checkpoint or meta_init(cfg, True, progress),
+        "meta_dense": meta_init(cfg, False, progress),
+        "fixed_lambda": fixed_lambda_init(cfg, seen, progress),
+        "random": random_init(cfg, seen),
+    }
+    report: dict = {
+        "dataset": cfg.dataset,
+        "split": cfg.split,
+        "synthetic_data": entry.synthetic,
+        "tasks": [t.name for t in targets],
+        "config": asdict(cfg),
+        "images": {},
+        "inits": {},
+    }
+    jobs = [(i, t, s) for i in INITS for t in targets for s in range(cfg.seeds)]
+    bar = tqdm(total=len(jobs), desc="adapt", disable=not progress)
+    for name, (backbone, info) in inits.items():
+        probe = create_model(cfg.model, targets[:1])
+        probe.backbone.load_state_dict(backbone)
+        groups = channel_groups(probe)
+        sp = sparsity_report(probe, groups)
+        result = {
+            **info,
+            "sparsity": {k: sp[k] for k in ("group", "param", "per_layer")},
+            "results": {},
+        }
+        for task in targets:
+            metrics, curves = {}, []
+            for seed in range(cfg.seeds):
+                episode = sampler.task(task.name, cfg.shots, seed)
+                report["images"].setdefault(task.name, {}).setdefault(str(seed), {})[name] = {
+                    "train": episode["indices"]["train"].tolist(),
+                    "test": len(episode["indices"]["test"]),
+                }
+                model, m, curve = adapt_task(cfg, backbone, task, episode, seed, device)
+                for k, v in m.items():
+                    metrics.setdefault(k, []).append(v)
+                curves.append(curve)
+                if task is targets[0] and seed == 0:
+                    small = compact(model.eval())
+                    size = (3, cfg.image_size, cfg.image_size)
+                    result["params"] = {"dense": count_params(model), "compact": count_params(small)}
+                    result["macs"] = {"dense": count_macs(model, size), "compact": count_macs(small, size)}
+                    result["latency_ms"] = {
+                        "dense": latency_ms(model, cfg.image_size, device),
+                        "compact": latency_ms(small, cfg.image_size, device),
+                    }
+                bar.update(1)
+            steps = [s for s, _ in curves[0]]
+            result["results"][task.name] = {
+                "metrics": {k: summarize(v) for k, v in metrics.items()},
+                "curve": [[s, statistics.fmean(c[i][1] for c in curves)] for i, s in enumerate(steps)],
+            }
+        report["inits"][name] = result
+    bar.close()
+    report["time_s"] = time.perf_counter() - started
+    report["table"] = markdown_table(report, targets)
+    write_outputs(report, targets, out)
+    return report
+
+
+def markdown_table(report: dict, targets: Sequence[Task]) -> str:
+    """Rows: inits; columns: each task's primary metric (mean ± std over seeds), sparsity, size, latency."""
+    heads = [f"{t.name} {primary_metric(t)} ({'↑' if t.higher_is_better[primary_metric(t)] else '↓'})" for t in targets]
+    lines = [
+        "| init | λ | " + " | ".join(heads) + " | group sparsity | params (compact) | MACs (compact) | latency ms |",
+        "|---" * (len(heads) + 6) + "|",
+    ]
+    for name, r in report["inits"].items():
+        lam = r["lambda"]
+        lam_s = "–" if lam is None else f"{lam:.3g}" if isinstance(lam, float) else f"{max(lam):.3g} (max)"
+        cells = []
+        for t in targets:
+            m = r["results"][t.name]["metrics"][primary_metric(t)]
+            cells.append(f"{m['mean']:.3f} ± {m['std']:.3f}")
+        lines.append(
+            f"| {name} | {lam_s} | " + " | ".join(cells) + f" | {r['sparsity']['group']:.1%} | "
+            f"{r['params']['compact']} | {r['macs']['compact'] / 1e6:.2f}M | {r['latency_ms']['compact']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_outputs(report: dict, targets: Sequence[Task], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(targets), figsize=(4 * len(targets), 3.2), squeeze=False)
+    for ax, t in zip(axes[0], targets, strict=True):
+        for name, r in report["inits"].items():
+            curve = r["results"][t.name]["curve"]
+            ax.plot([s for s, _ in curve], [v for _, v in curve], marker="o", ms=3, label=name)
+        ax.set(title=t.name, xlabel="adaptation step", ylabel=primary_metric(t))
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "adaptation_curves.png", dpi=100)
+    plt.close(fig)
+    layers = list(report["inits"]["meta_sparse"]["sparsity"]["per_layer"])
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(layers)), 3.5))
+    width = 0.8 / len(report["inits"])
+    for i, (name, r) in enumerate(report["inits"].items()):
+        values = [r["sparsity"]["per_layer"][la]["group_sparsity"] for la in layers]
+        ax.bar([j + i * width for j in range(len(layers))], values, width=width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(layers))])
+    ax.set_xticklabels([la.removeprefix("backbone.").removesuffix(".conv") for la in layers], rotation=60, fontsize=7)
+    ax.set(ylabel="group sparsity", ylim=(0, 1), title="backbone group sparsity per layer")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "layer_sparsity.png", dpi=100)
+    plt.close(fig)
+    (out / "report.md").write_text(
+        f"# Unseen-task adaptation ({report['dataset']}, split {report['split']}"
+        f"{', synthetic data' if report['synthetic_data'] else ''})\n\n{report['table']}\n"
+    )
+    tmp = out / "report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out / "report.json")
+
+
+def build_parser() -> ArgumentParser:
+    d = AdaptConfig()
+    p = ArgumentParser(prog="python -m l2sparse.adapt", description=__doc__.split("\n\n")[0])
+    add = p.add_argument
+    add("--task", default=d.task, help="'unseen' (every unseen task of the split) or one task name")
+    add("--split", default=d.split, help="split (default: %(default)s)")
+    add("--dataset", default=d.dataset, help="dataset (default: %(default)s)")
+    add("--data-root", default=None, help="dataset folder (real datasets only)")
+    add("--tasks-dir", action="append", default=None, help="extra folder of task files (repeatable)")
+    add("--checkpoint", default=None, help="meta_train checkpoint for the meta-sparse init (else trained, cached)")
+    add("--model", default=d.model, help="model (default: %(default)s)")
+    add("--steps", type=int, default=d.steps, help="adaptation steps (default: %(default)s)")
+    add("--shots", type=int, default=d.shots, help="training images of the new task (default: %(default)s)")
+    add("--seeds", type=int, default=d.seeds, help="seeds per task and init (default: %(default)s)")
+    add("--lr", type=float, default=d.lr, help="adaptation Adam lr (default: %(default)s)")
+    add("--batch-size", type=int, default=d.batch_size, help="adaptation batch (default: %(default)s)")
+    add("--image-size", type=int, default=d.image_size, help="square image side (default: %(default)s)")
+    add("--train-size", type=int, default=d.train_size, help="meta-train images (default: %(default)s)")
+    add("--test-size", type=int, default=d.test_size, help="test images per task (default: %(default)s)")
+    add(
+        "--meta-iters", type=int, default=d.meta_iters, help="meta-iterations of both meta inits (default: %(default)s)"
+    )
+    add("--lam-init", type=float, default=d.lam_init, help="initial λ of meta-sparsity (default: %(default)s)")
+    add("--lam-grid", default=",".join(map(str, d.lam_grid)), help="fixed-λ grid (default: %(default)s)")
+    add("--fixed-steps", type=int, default=d.fixed_steps, help="fixed-λ training steps (default: %(default)s)")
+    add("--eval-every", type=int, default=d.eval_every, help="steps between curve points (default: %(default)s)")
+    add("--device", default=d.device, help="auto, cpu or cuda (default: %(default)s)")
+    add("--amp", action="store_true", help="bf16 autocast for adaptation (for CUDA)")
+    add(
+        "--cache-dir",
+        default=None,
+        help="where trained inits are cached (default: $L2SPARSE_CACHE or ~/.cache/l2sparse)",
+    )
+    add("--out", default="runs/adapt", help="output folder (default: %(default)s)")
+    add("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        grid = [float(v) for v in args.lam_grid.split(",")]
+    except ValueError:
+        fail(parser.prog, f"lam-grid: expected comma-separated numbers, got {args.lam_grid!r}")
+    values = {k: v for k, v in vars(args).items() if k not in ("out", "quiet", "lam_grid")}
+    cfg = AdaptConfig(**values, lam_grid=grid)
+    try:
+        report = run(cfg, args.out, progress=not args.quiet)
+    except (ValueError, CheckpointError, DataError, TaskFileError) as e:
+        fail(parser.prog, str(e))
+    print(report["table"])
+    print(f"report: {Path(args.out) / 'report.json'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
