@@ -8,9 +8,11 @@ Four initialisations of the shared backbone are compared on the same unseen task
   grid by the seen tasks' mean validation loss (the test split is never looked at);
 * ``random``: a fresh random initialisation.
 
-For every unseen task and seed a fresh head is attached to a copy of the backbone, the whole model is fine-tuned for
-``--steps`` Adam steps on ``--shots`` training images of the task, with every group that is zero in the init kept at
-zero (masked updates: the zero groups are re-zeroed after each step), and evaluated on the task's test images.
+For every unseen task and seed a fresh head is attached to a copy of the backbone, and the whole model is
+fine-tuned for ``--steps`` Adam steps on ``--shots`` training images of the task (drawn from ``--adapt-size``
+images of the dataset's adaptation split, disjoint from the meta-train and test images). Every group that is zero
+in the init stays zero (masked updates: the zero groups are re-zeroed after each step). The adapted model is
+evaluated on the task's test images.
 Meta-trained and fixed-λ inits are cached under ``--cache-dir`` (default ``$L2SPARSE_CACHE`` or
 ``~/.cache/l2sparse``) keyed by their configuration, so a second run reuses them.
 """
@@ -68,9 +70,11 @@ class AdaptConfig:
     batch_size: int = 16
     image_size: int = 32
     train_size: int = 500
+    adapt_size: int = 200
     test_size: int = 200
     meta_iters: int = 100
     lam_init: float = 0.05
+    budget: float | None = None
     lam_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1])
     fixed_steps: int = 300
     eval_every: int = 25
@@ -98,7 +102,8 @@ class AdaptConfig:
             raise ValueError(f"model: unknown model {self.model!r}; valid models: {', '.join(sorted(MODELS))}")
         if entry.needs_root and self.data_root is None:
             raise ValueError(f"data-root: dataset {self.dataset!r} reads files; pass --data-root")
-        for name in ("steps", "shots", "seeds", "batch_size", "image_size", "train_size", "test_size", "meta_iters"):
+        names = ("steps", "shots", "seeds", "batch_size", "image_size", "train_size", "adapt_size", "test_size")
+        for name in (*names, "meta_iters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')}: expected a positive integer, got {getattr(self, name)}")
         if self.device not in DEVICES:
@@ -125,6 +130,7 @@ def meta_config(cfg: AdaptConfig, learn: bool) -> MetaConfig:
         model=cfg.model,
         lam_init=cfg.lam_init if learn else 0.0,
         learn_lambda=learn,
+        budget=cfg.budget if learn else None,
         meta_iters=cfg.meta_iters,
         image_size=cfg.image_size,
         train_size=cfg.train_size,
@@ -289,7 +295,7 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
         k: v.to(device)
         for k, v in make_dataset(cfg.dataset, split, cfg.data_root, cfg.image_size, size, 0, needed).tensors().items()
     }
-    sampler = MetaTestSampler(load(entry.adapt_split, max(cfg.shots, 64)), load("test", cfg.test_size), targets)
+    sampler = MetaTestSampler(load(entry.adapt_split, cfg.adapt_size), load("test", cfg.test_size), targets)
     for t in targets:
         sampler.task(t.name, cfg.shots)  # --shots larger than the training images: fail before any training
 
@@ -429,11 +435,13 @@ def build_parser() -> ArgumentParser:
     add("--batch-size", type=int, default=d.batch_size, help="adaptation batch (default: %(default)s)")
     add("--image-size", type=int, default=d.image_size, help="square image side (default: %(default)s)")
     add("--train-size", type=int, default=d.train_size, help="meta-train images (default: %(default)s)")
+    add("--adapt-size", type=int, default=d.adapt_size, help="images the shots are drawn from (default: %(default)s)")
     add("--test-size", type=int, default=d.test_size, help="test images per task (default: %(default)s)")
     add(
         "--meta-iters", type=int, default=d.meta_iters, help="meta-iterations of both meta inits (default: %(default)s)"
     )
     add("--lam-init", type=float, default=d.lam_init, help="initial λ of meta-sparsity (default: %(default)s)")
+    add("--budget", type=float, default=None, help="target group sparsity of the meta-sparse init (budget term)")
     add("--lam-grid", default=",".join(map(str, d.lam_grid)), help="fixed-λ grid (default: %(default)s)")
     add("--fixed-steps", type=int, default=d.fixed_steps, help="fixed-λ training steps (default: %(default)s)")
     add("--eval-every", type=int, default=d.eval_every, help="steps between curve points (default: %(default)s)")

@@ -1,0 +1,124 @@
+"""Unseen-task adaptation end to end (tiny sizes), masks that keep zero groups at zero, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from l2sparse.adapt import INITS, AdaptConfig, main, zero_group_masks
+from l2sparse.models import create_model
+from l2sparse.sparsity import channel_groups
+from l2sparse.tasks import load_registry
+
+TINY = [
+    "--meta-iters", "2", "--fixed-steps", "4", "--lam-grid", "0.01,0.1", "--steps", "4", "--seeds", "2",
+    "--shots", "6", "--image-size", "16", "--train-size", "24", "--adapt-size", "20", "--test-size", "12",
+    "--eval-every", "2", "--quiet",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The default command (every unseen task of synthetic-default) at tiny sizes."""
+    base = tmp_path_factory.mktemp("adapt")
+    report = main([*TINY, "--task", "unseen", "--cache-dir", str(base / "cache"), "--out", str(base / "out")])
+    return base, report
+
+
+def test_report_structure_tables_and_plots(default_run):
+    base, _ = default_run
+    on_disk = json.loads((base / "out" / "report.json").read_text())
+    unseen = [t.name for t in load_registry().unseen("synthetic-default")]
+    assert on_disk["tasks"] == unseen and on_disk["synthetic_data"] is True
+    assert list(on_disk["inits"]) == list(INITS)
+    for r in on_disk["inits"].values():
+        assert 0 <= r["sparsity"]["group"] <= 1 and r["sparsity"]["per_layer"]
+        assert r["params"]["compact"] <= r["params"]["dense"] and r["macs"]["compact"] <= r["macs"]["dense"]
+        assert r["latency_ms"]["compact"] > 0
+        for task in unseen:
+            res = r["results"][task]
+            assert all(len(m["values"]) == 2 for m in res["metrics"].values())  # one value per seed
+            assert [s for s, _ in res["curve"]] == [2, 4]
+    assert on_disk["inits"]["meta_dense"]["lambda"] == 0.0
+    assert on_disk["inits"]["fixed_lambda"]["lambda"] in (0.01, 0.1)
+    assert set(on_disk["inits"]["fixed_lambda"]["grid_val_loss"]) == {"0.01", "0.1"}
+    md = (base / "out" / "report.md").read_text()
+    assert "| meta_sparse |" in md and "normals mean_angle (↓)" in md
+    for png in ("adaptation_curves.png", "layer_sparsity.png"):
+        assert (base / "out" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_init_saw_the_same_images(default_run):
+    _, report = default_run
+    for task, seeds in report["images"].items():
+        for seed, per_init in seeds.items():
+            assert set(per_init) == set(INITS), (task, seed)
+            first = per_init["meta_sparse"]
+            assert all(v == first for v in per_init.values()), (task, seed)
+            assert len(first["train"]) == 6 and first["test"] == 12
+        assert seeds["0"]["random"]["train"] != seeds["1"]["random"]["train"]  # seeds draw different shots
+
+
+def test_a_second_run_reuses_the_cached_inits(default_run, tmp_path):
+    base, first = default_run
+    again = main([*TINY, "--task", "has_cylinder", "--cache-dir", str(base / "cache"), "--out", str(tmp_path)])
+    for name in ("meta_sparse", "meta_dense"):
+        assert again["inits"][name]["lambda"] == first["inits"][name]["lambda"]
+        assert again["inits"][name]["cache"] == first["inits"][name]["cache"]
+    assert again["tasks"] == ["has_cylinder"]
+
+
+def test_zero_groups_stay_zero_during_adaptation():
+    tasks = load_registry().get("synthetic", ["depth"])
+    model = create_model("tiny", tasks)
+    with torch.no_grad():
+        model.backbone.layer2[0].conv1.conv.weight[:, :5] = 0
+    masks = zero_group_masks(model, channel_groups(model))
+    assert list(masks) == ["backbone.layer2.0.conv1.conv.weight"]
+    assert masks["backbone.layer2.0.conv1.conv.weight"][:, :5].eq(0).all()
+    assert masks["backbone.layer2.0.conv1.conv.weight"][:, 5:].eq(1).all()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--task", "telekinesis"],
+            "task: 'telekinesis' is not a task of split 'synthetic-default'; its tasks: semseg",
+        ),
+        (["--shots", "21"], "shots: 21 asked for but task 'normals' has 20 training images"),
+        (["--split", "celeba-default"], "split: 'celeba-default' belongs to dataset 'celeba', not 'synthetic'"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        main([*TINY, *args, "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1, err
+    assert message in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the no-CUDA error cannot happen")
+def test_cuda_without_cuda_is_an_error_not_a_fallback(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([*TINY, "--device", "cuda", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    assert "no CUDA device is available" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_another_split_or_model_is_refused(tmp_path, capsys):
+    from l2sparse.meta_train import main as meta_main
+
+    meta_main(["--meta-iters", "1", "--image-size", "16", "--train-size", "24", "--support", "4", "--query", "4",
+               "--model", "small", "--quiet", "--out", str(tmp_path / "m")])  # fmt: skip
+    with pytest.raises(SystemExit):
+        main([*TINY, "--checkpoint", str(tmp_path / "m" / "checkpoint.pt"), "--cache-dir", str(tmp_path / "c"),
+              "--out", str(tmp_path / "o")])  # fmt: skip
+    assert "trained with model 'small', but this run uses 'tiny'" in capsys.readouterr().err
+
+
+def test_config_validation_lists_unseen_choice():
+    with pytest.raises(ValueError, match="or 'unseen' for all unseen ones"):
+        AdaptConfig(task="x").validate()
