@@ -68,6 +68,9 @@ def test_a_second_run_reuses_the_cached_inits(default_run, tmp_path):
         assert again["inits"][name]["lambda"] == first["inits"][name]["lambda"]
         assert again["inits"][name]["cache"] == first["inits"][name]["cache"]
     assert again["tasks"] == ["has_cylinder"]
+    for name in INITS:  # same cached init, images and seeds: the same numbers
+        got = again["inits"][name]["results"]["has_cylinder"]["metrics"]
+        assert got == first["inits"][name]["results"]["has_cylinder"]["metrics"]
 
 
 def test_zero_groups_stay_zero_during_adaptation():

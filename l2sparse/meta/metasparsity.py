@@ -109,17 +109,26 @@ class MetaConfig:
         return registry.seen(self.split)
 
 
-def soft_group_sparsity(model: torch.nn.Module, groups: Sequence[ConvGroups], lam: Tensor, shrink: float) -> Tensor:
-    """A differentiable stand-in for the group sparsity the prox would produce: the mean over groups of
-    ``sigmoid((t_g − ‖W_g‖) / (0.1 t_g))`` with ``t_g = shrink · λ · √size`` (the threshold of one inner loop)."""
+def soft_group_sparsity(
+    model: torch.nn.Module, groups: Sequence[ConvGroups], lam: Tensor, steps: Sequence[Tensor | float]
+) -> Tensor:
+    """A differentiable stand-in for the group sparsity the meta-init's prox produces: the mean over groups of
+    ``sigmoid((t_g − ‖W_g‖) / (0.1 t_g))`` with ``t_g = α_l · λ · √size`` and ``α_l`` the layer's prox step."""
     params = dict(model.named_parameters())
     lams = lam.expand(len(groups)) if lam.ndim == 0 else lam
     parts = []
-    for g, lam_l in zip(groups, lams, strict=True):
-        thr = shrink * lam_l * g.group_size(params) ** 0.5
+    for g, lam_l, step in zip(groups, lams, steps, strict=True):
+        thr = step * lam_l * g.group_size(params) ** 0.5
         norms = torch.linalg.vector_norm(group_matrix(params, g), dim=1)
         parts.append(torch.sigmoid((thr - norms) / (0.1 * thr)))
     return torch.cat(parts).mean()
+
+
+def prox_steps(opt: torch.optim.Optimizer, model: torch.nn.Module, groups: Sequence[ConvGroups]) -> list:
+    """The meta-init prox step per layer: the layer's RMS-normalised Adam step (or the plain lr)."""
+    if isinstance(opt, torch.optim.Adam):
+        return adam_prox_steps(opt, dict(model.named_parameters()), groups)
+    return [opt.param_groups[0]["lr"]] * len(groups)
 
 
 def meta_update(
@@ -151,14 +160,12 @@ def meta_update(
             per_task.setdefault(n, []).append(v.item())
     if budget is not None:
         target, weight = budget
-        soft = soft_group_sparsity(model, groups, lam, inner.steps * inner.lr)
+        soft = soft_group_sparsity(model, groups, lam, prox_steps(opt, model, groups))
         outer = outer + weight * torch.relu(target - soft) ** 2
     outer.backward()
     opt.step()
     with torch.no_grad():
-        named = dict(model.named_parameters())
-        steps = adam_prox_steps(opt, named, groups) if isinstance(opt, torch.optim.Adam) else opt.param_groups[0]["lr"]
-        prox_(named, groups, rho.exp(), steps)
+        prox_(model, groups, rho.exp(), prox_steps(opt, model, groups))
     return {
         "lambda": rho.detach().exp().tolist(),
         "outer_loss": outer.item(),
