@@ -72,7 +72,7 @@ def main() -> None:
     p.add_argument("--configs", default="tiny,mid")
     p.add_argument("--orders", default="second_order,first_order")
     p.add_argument("--backends", default="higher,torchfunc,learn2learn")
-    p.add_argument("--iters", type=int, default=5, help="meta-iterations timed per run (median)")
+    p.add_argument("--iters", type=int, default=6, help="meta-iterations timed per run (median)")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds per backend (best counts)")
     p.add_argument("--worker", nargs=4, metavar=("CONFIG", "ORDER", "BACKEND", "ITERS"), help=argparse.SUPPRESS)
     args = p.parse_args()

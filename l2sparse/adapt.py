@@ -37,8 +37,9 @@ from tqdm import tqdm
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from l2sparse import __version__
 from l2sparse.checkpoint import CheckpointError, load_checkpoint
-from l2sparse.cli import ArgumentParser, fail
+from l2sparse.cli import ArgumentParser, fail, require_positive
 from l2sparse.data import DataError, get_dataset, make_dataset
 from l2sparse.data.episodes import MetaTestSampler
 from l2sparse.device import DEVICES, resolve_device
@@ -102,10 +103,8 @@ class AdaptConfig:
             raise ValueError(f"model: unknown model {self.model!r}; valid models: {', '.join(sorted(MODELS))}")
         if entry.needs_root and self.data_root is None:
             raise ValueError(f"data-root: dataset {self.dataset!r} reads files; pass --data-root")
-        names = ("steps", "shots", "seeds", "batch_size", "image_size", "train_size", "adapt_size", "test_size")
-        for name in (*names, "meta_iters"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')}: expected a positive integer, got {getattr(self, name)}")
+        sizes = ("steps", "shots", "seeds", "batch_size", "image_size", "train_size", "adapt_size", "test_size")
+        require_positive(self, (*sizes, "meta_iters"))
         if self.device not in DEVICES:
             raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
         if not self.lam_grid or min(self.lam_grid) < 0:
@@ -118,7 +117,8 @@ class AdaptConfig:
 
 
 def _key(obj: Mapping) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    """Cache key of a configuration; the library version is part of it, so an upgrade retrains."""
+    return hashlib.sha256(json.dumps({**obj, "l2sparse": __version__}, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def meta_config(cfg: AdaptConfig, learn: bool) -> MetaConfig:

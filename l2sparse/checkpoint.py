@@ -49,3 +49,13 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
     return state
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any], may_change: tuple[str, ...], path: Path) -> None:
+    """Raise :class:`CheckpointError` naming the options that differ from the saved run's (except ``may_change``)."""
+    changed = sorted(k for k, v in current.items() if k not in may_change and saved.get(k) != v)
+    if changed:
+        raise CheckpointError(
+            f"{path}: saved with different {', '.join(changed)}; resume with the same options "
+            f"(only {', '.join(may_change)} may change)"
+        )

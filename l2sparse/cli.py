@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import NoReturn
 
 
@@ -18,3 +19,11 @@ def fail(prog: str, message: str) -> NoReturn:
     """Print ``prog: error: message`` on one line and exit with code 2."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def require_positive(config: object, names: Sequence[str]) -> None:
+    """Raise ``ValueError("steps: expected a positive integer, got 0")`` for the first option below 1."""
+    for name in names:
+        value = getattr(config, name)
+        if value < 1:
+            raise ValueError(f"{name.replace('_', '-')}: expected a positive integer, got {value}")

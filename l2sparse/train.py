@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from l2sparse.cli import ArgumentParser, fail
+from l2sparse.checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint
+from l2sparse.cli import ArgumentParser, fail, require_positive
 from l2sparse.data import DataError, get_dataset, make_dataset
 from l2sparse.device import DEVICES, resolve_device
 from l2sparse.models import MODELS, MultiTaskModel, create_model
@@ -83,9 +83,7 @@ class TrainConfig:
             raise ValueError(f"model: unknown model {self.model!r}; valid models: {', '.join(sorted(MODELS))}")
         if not self.lam >= 0:
             raise ValueError(f"lam: expected λ ≥ 0, got {self.lam}")
-        for name in ("steps", "batch_size", "image_size", "train_size", "test_size", "ckpt_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')}: expected a positive integer, got {getattr(self, name)}")
+        require_positive(self, ("steps", "batch_size", "image_size", "train_size", "test_size", "ckpt_every"))
         if not self.lr > 0:
             raise ValueError(f"lr: expected a positive learning rate, got {self.lr}")
         for name, valid in (
@@ -173,14 +171,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     state = None
     if resume:
         state = load_checkpoint(ckpt_path, ("config", "model", "optimizer", "weighting", "step", "rng"))
-        changed = sorted(
-            k for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES and state["config"].get(k) != v
-        )
-        if changed:
-            raise CheckpointError(
-                f"{ckpt_path}: saved with different {', '.join(changed)}; resume with the same options "
-                f"(only {', '.join(RESUMABLE_CHANGES)} may change)"
-            )
+        check_resumable(state["config"], asdict(cfg), RESUMABLE_CHANGES, ckpt_path)
     elif ckpt_path.exists():
         raise ValueError(f"out: {out} already holds a run; pass --resume to continue it or choose another --out")
     device = resolve_device(cfg.device)

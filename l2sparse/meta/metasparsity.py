@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from l2sparse.checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint
+from l2sparse.cli import require_positive
 from l2sparse.data import get_dataset, make_dataset
 from l2sparse.data.episodes import EpisodeSampler
 from l2sparse.device import DEVICES, resolve_device
@@ -96,9 +97,9 @@ class MetaConfig:
             raise ValueError(f"lam-init: expected λ ≥ 0, got {self.lam_init}")
         if self.budget is not None and not 0 <= self.budget <= 1:
             raise ValueError(f"budget: a target group sparsity in [0, 1], got {self.budget}")
-        for name in ("meta_iters", "meta_batch", "support", "query", "image_size", "train_size", "ckpt_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')}: expected a positive integer, got {getattr(self, name)}")
+        require_positive(
+            self, ("meta_iters", "meta_batch", "support", "query", "image_size", "train_size", "ckpt_every")
+        )
         for name in ("outer_lr", "lam_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name.replace('_', '-')}: expected > 0, got {getattr(self, name)}")
@@ -113,14 +114,20 @@ def soft_group_sparsity(
     model: torch.nn.Module, groups: Sequence[ConvGroups], lam: Tensor, steps: Sequence[Tensor | float]
 ) -> Tensor:
     """A differentiable stand-in for the group sparsity the meta-init's prox produces: the mean over groups of
-    ``sigmoid((t_g − ‖W_g‖) / (0.1 t_g))`` with ``t_g = α_l · λ · √size`` and ``α_l`` the layer's prox step."""
+    ``sigmoid(3 · log(t_g / ‖W_g‖))`` with ``t_g = α_l · λ · √size`` and ``α_l`` the layer's prox step.
+
+    The log ratio keeps a usable gradient however far the norms are from the threshold (a sigmoid of the difference
+    saturates: with norms 10x the threshold its gradient is ~e^-90 and the budget does nothing). The norms are
+    detached: the budget acts through λ only (its gradients on the weights would inflate Adam's second moments and
+    so shrink the very prox step it relies on).
+    """
     params = dict(model.named_parameters())
     lams = lam.expand(len(groups)) if lam.ndim == 0 else lam
     parts = []
     for g, lam_l, step in zip(groups, lams, steps, strict=True):
         thr = step * lam_l * g.group_size(params) ** 0.5
-        norms = torch.linalg.vector_norm(group_matrix(params, g), dim=1)
-        parts.append(torch.sigmoid((thr - norms) / (0.1 * thr)))
+        norms = torch.linalg.vector_norm(group_matrix(params, g), dim=1).detach()
+        parts.append(torch.sigmoid(3 * (thr.clamp_min(1e-12).log() - norms.clamp_min(1e-12).log())))
     return torch.cat(parts).mean()
 
 
@@ -192,11 +199,7 @@ class MetaSparsity:
         state = None
         if resume:
             state = load_checkpoint(self.ckpt_path, ("config", "model", "rho", "optimizer", "sampler", "iteration"))
-            changed = sorted(
-                k for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES and state["config"].get(k) != v
-            )
-            if changed:
-                raise CheckpointError(f"{self.ckpt_path}: saved with different {', '.join(changed)}")
+            check_resumable(state["config"], asdict(cfg), RESUMABLE_CHANGES, self.ckpt_path)
         elif self.ckpt_path.exists():
             raise ValueError(
                 f"out: {self.out} already holds a run; pass --resume to continue it or choose another --out"
