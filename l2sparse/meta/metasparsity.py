@@ -58,7 +58,7 @@ class MetaConfig:
     truncate: int = 1
     outer_lr: float = 1e-3
     lam_lr: float = 0.05
-    lam_init: float = 1e-3
+    lam_init: float = 0.05
     learn_lambda: bool = True
     per_layer: bool = False
     budget: float | None = None
