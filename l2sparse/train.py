@@ -44,6 +44,7 @@ class TrainConfig:
     data_root: str | None = None
     tasks_dir: list[str] | None = None
     model: str = "tiny"
+    attach: dict[str, str] | None = None
     lam: float = 1e-3
     steps: int = 300
     lr: float = 0.05
@@ -177,7 +178,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     device = resolve_device(cfg.device)
 
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, tasks).to(device)
+    model = create_model(cfg.model, tasks, attach=cfg.attach).to(device)
     weighting = WEIGHTINGS[cfg.weighting]([t.name for t in tasks]).to(device)
     groups = channel_groups(model, "backbone", cfg.group_mode)
     params = [*model.parameters(), *weighting.parameters()]

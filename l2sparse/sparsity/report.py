@@ -17,10 +17,11 @@ def count_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, input_size: Sequence[int]) -> int:
+def count_macs(model: nn.Module, input_size: Sequence[int], **forward_kwargs) -> int:
     """Multiply-accumulates of one forward pass on a single image of shape ``input_size = (3, H, W)``.
 
     Counted by ``torch.utils.flop_counter`` (convs and matmuls; 1 MAC = 2 FLOPs), in eval mode.
+    ``forward_kwargs`` go to the model, e.g. ``tasks=["depth"]`` for one task set of a multi-task model.
     """
     was_training = model.training
     model.eval()
@@ -28,7 +29,7 @@ def count_macs(model: nn.Module, input_size: Sequence[int]) -> int:
         param = next(model.parameters())
         x = torch.zeros(1, *input_size, device=param.device, dtype=param.dtype)
         with FlopCounterMode(display=False) as counter:
-            model(x)
+            model(x, **forward_kwargs)
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2

@@ -1,0 +1,378 @@
+"""Layer-optimised multi-task models (LOMT): each task's head attaches at the layer its own sparse run needs.
+
+``python -m l2sparse.lomt --dataset synthetic --split synthetic-default --out runs/lomt``
+
+1. **Sparse runs**: for every task, ``--trials`` single-task runs of the fixed-λ trainer (group sparsity).
+2. **Activity**: per task and backbone layer, the fraction of input-channel groups of the layer's convs that are
+   non-zero; a layer is *active* for a task when that fraction exceeds ``--threshold`` (1%) in every trial.
+3. **Attachment**: ``deepest-active`` (default): the deepest layer that is still active, i.e. the layer after which
+   the task's own sparse run leaves the backbone inactive (the last layer when all are active). ``probe``: train a
+   head on the frozen dense backbone at each layer and take the earliest layer whose validation loss is within
+   ``--epsilon`` (relative) of the best.
+4. **LOMT model**: one backbone, each head fed by its chosen layer; a forward pass for a set of tasks computes the
+   backbone only up to the deepest attachment among them (``MultiTaskModel`` truncates).
+5. **Comparison** with the plain multi-task model (every head at the last layer): same data, steps and seed;
+   metrics, parameters, MACs and latency per task set, measured side by side.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import matplotlib
+import torch
+from torch import Tensor
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from l2sparse.adapt import latency_ms
+from l2sparse.checkpoint import CheckpointError, load_checkpoint
+from l2sparse.cli import ArgumentParser, fail, require_positive
+from l2sparse.data import DataError, get_dataset
+from l2sparse.device import resolve_device
+from l2sparse.models import MODELS, MultiTaskModel, create_model
+from l2sparse.sparsity import channel_groups, count_macs, count_params
+from l2sparse.sparsity.groups import group_matrix
+from l2sparse.tasks import Task, TaskFileError, load_registry
+from l2sparse.train import TrainConfig, load_split, task_losses, train
+
+RULES = ("deepest-active", "probe")
+
+
+def layer_activity(model: MultiTaskModel) -> dict[str, float]:
+    """Fraction of non-zero input-channel groups per backbone layer (``stem``, ``layer1``, ...).
+
+    A layer's groups are those of every conv inside it (its blocks' convs and shortcut projections).
+    """
+    params = dict(model.named_parameters())
+    counts: dict[str, list[int]] = {name: [0, 0] for name in model.backbone.layer_names}
+    for g in channel_groups(model, "backbone", "in"):
+        layer = g.layer.split(".")[1]
+        rows = group_matrix(params, g)
+        counts[layer][0] += int((rows != 0).any(dim=1).sum())
+        counts[layer][1] += rows.shape[0]
+    return {name: alive / total for name, (alive, total) in counts.items()}
+
+
+def activity_from_states(
+    model_name: str, tasks: Sequence[Task], states: Mapping[str, Sequence[Mapping[str, Tensor]]]
+) -> dict[str, list[dict[str, float]]]:
+    """Activity of every trial of every task, from single-task checkpoints' model states.
+
+    Raises:
+        ValueError: a state that does not come from ``model_name`` (its backbone tensors differ in name or shape).
+    """
+    by_name = {t.name: t for t in tasks}
+    out = {}
+    for task, trials in states.items():
+        model = create_model(model_name, [by_name[task]])
+        expected = {k: v.shape for k, v in model.backbone.state_dict().items()}
+        out[task] = []
+        for i, state in enumerate(trials):
+            got = {k.removeprefix("backbone."): v.shape for k, v in state.items() if k.startswith("backbone.")}
+            if got != expected:
+                raise ValueError(
+                    f"activity: run {i} of task {task!r} is not a {model_name!r} model (its backbone tensors differ)"
+                )
+            model.load_state_dict(state)
+            out[task].append(layer_activity(model))
+    return out
+
+
+def active_layers(trials: Sequence[Mapping[str, float]], threshold: float) -> dict[str, bool]:
+    """A layer is active for a task if more than ``threshold`` of its groups are non-zero in *every* trial."""
+    return {layer: all(t[layer] > threshold for t in trials) for layer in trials[0]}
+
+
+def deepest_active(active: Mapping[str, bool], layers: Sequence[str]) -> str:
+    """The deepest active layer (the layer after which the backbone is inactive); the first layer if none is."""
+    chosen = layers[0]
+    for layer in layers:
+        if active[layer]:
+            chosen = layer
+    return chosen
+
+
+def earliest_within(losses: Mapping[str, float], layers: Sequence[str], epsilon: float) -> str:
+    """The earliest layer whose loss is within ``epsilon`` (relative) of the best one."""
+    best = min(losses.values())
+    return next(layer for layer in layers if losses[layer] <= best * (1 + epsilon))
+
+
+@dataclass
+class LomtConfig:
+    dataset: str = "synthetic"
+    split: str = "synthetic-default"
+    tasks: list[str] | None = None
+    data_root: str | None = None
+    tasks_dir: list[str] | None = None
+    model: str = "tiny"
+    lam: float = 0.02
+    group_mode: str = "out"
+    sparse_steps: int = 300
+    trials: int = 2
+    threshold: float = 0.01
+    rule: str = "deepest-active"
+    epsilon: float = 0.05
+    probe_steps: int = 100
+    steps: int = 300
+    image_size: int = 32
+    train_size: int = 500
+    test_size: int = 200
+    seed: int = 0
+    device: str = "auto"
+    attach: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> list[Task]:
+        reg = load_registry(self.tasks_dir)
+        split = reg.split(self.split)
+        if split.dataset != self.dataset:
+            raise ValueError(f"split: {self.split!r} belongs to dataset {split.dataset!r}, not {self.dataset!r}")
+        tasks = reg.get(self.dataset, self.tasks) if self.tasks else reg.seen(self.split)
+        if self.model not in MODELS:
+            raise ValueError(f"model: unknown model {self.model!r}; valid models: {', '.join(sorted(MODELS))}")
+        if self.rule not in RULES:
+            raise ValueError(f"rule: expected one of {', '.join(RULES)}, got {self.rule!r}")
+        require_positive(self, ("sparse_steps", "trials", "probe_steps", "steps", "image_size", "train_size"))
+        layers = MODELS[self.model].backbone().layer_names
+        for task, layer in self.attach.items():
+            if task not in {t.name for t in tasks}:
+                raise ValueError(f"attach: {task!r} is not one of the tasks ({', '.join(t.name for t in tasks)})")
+            if layer not in layers:
+                raise ValueError(f"attach: unknown layer {layer!r} for {task!r}; valid layers: {', '.join(layers)}")
+        resolve_device(self.device)
+        return tasks
+
+    def train_config(self, tasks: Sequence[Task], **changes) -> TrainConfig:
+        base = TrainConfig(
+            dataset=self.dataset,
+            tasks=[t.name for t in tasks],
+            data_root=self.data_root,
+            tasks_dir=self.tasks_dir,
+            model=self.model,
+            image_size=self.image_size,
+            train_size=self.train_size,
+            test_size=self.test_size,
+            seed=self.seed,
+            device=self.device,
+        )
+        return TrainConfig(**{**asdict(base), **changes})
+
+
+def probe_losses(cfg: LomtConfig, task: Task, out: Path, progress: bool) -> dict[str, float]:
+    """Validation loss of a head trained at each layer on the frozen backbone of a dense single-task run."""
+    dense = cfg.train_config([task], lam=0.0, steps=cfg.sparse_steps, eval_split="val")
+    dense_dir = out / "probe" / task.name / "dense"
+    if not (dense_dir / "report.json").exists():
+        train(dense, dense_dir, resume=(dense_dir / "checkpoint.pt").exists(), progress=progress)
+    state = load_checkpoint(dense_dir / "checkpoint.pt", ("model",))["model"]
+    device = resolve_device(cfg.device)
+    data = load_split(dense, [task], "train", cfg.train_size, device)
+    val = load_split(dense, [task], "val", cfg.test_size, device)
+    losses = {}
+    for layer in MODELS[cfg.model].backbone().layer_names:
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.model, [task], attach={task.name: layer}).to(device)
+        model.backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in state.items() if "backbone." in k})
+        model.backbone.requires_grad_(False)
+        model.backbone.eval()
+        opt = torch.optim.Adam(model.heads.parameters(), lr=1e-3)
+        g = torch.Generator().manual_seed(cfg.seed)
+        for _ in range(cfg.probe_steps):
+            idx = torch.randint(len(data["image"]), (16,), generator=g).to(device)
+            loss = task_losses(model, [task], {k: v[idx] for k, v in data.items()})[task.name]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            model.eval()
+            losses[layer] = task_losses(model, [task], val)[task.name].item()
+    return losses
+
+
+def run(cfg: LomtConfig, out: str | Path, progress: bool = True) -> dict:
+    """The whole pipeline; writes ``report.json``, ``report.md`` and ``activity.png`` into ``out``."""
+    tasks = cfg.validate()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {out} exists and is not a directory")
+    layers = MODELS[cfg.model].backbone().layer_names
+    states: dict[str, list] = {}
+    for task in tasks:
+        for trial in range(cfg.trials):
+            tcfg = cfg.train_config(
+                [task], lam=cfg.lam, steps=cfg.sparse_steps, group_mode=cfg.group_mode, seed=cfg.seed + trial
+            )
+            run_dir = out / "sparse" / task.name / f"trial{trial}"
+            if not (run_dir / "report.json").exists():
+                train(tcfg, run_dir, resume=(run_dir / "checkpoint.pt").exists(), progress=progress)
+            states.setdefault(task.name, []).append(load_checkpoint(run_dir / "checkpoint.pt", ("model",))["model"])
+    activity = activity_from_states(cfg.model, tasks, states)
+    active = {t: active_layers(trials, cfg.threshold) for t, trials in activity.items()}
+    probes = {}
+    attach = {}
+    for task in tasks:
+        if task.name in cfg.attach:
+            attach[task.name] = cfg.attach[task.name]
+        elif cfg.rule == "probe":
+            probes[task.name] = probe_losses(cfg, task, out, progress)
+            attach[task.name] = earliest_within(probes[task.name], layers, cfg.epsilon)
+        else:
+            attach[task.name] = deepest_active(active[task.name], layers)
+
+    models = {}
+    reports = {}
+    for name, where in (("lomt", attach), ("plain", {})):
+        tcfg = cfg.train_config(tasks, lam=0.0, steps=cfg.steps, attach=where or None)
+        run_dir = out / name
+        reports[name] = (
+            json.loads((run_dir / "report.json").read_text())
+            if (run_dir / "report.json").exists()
+            else train(tcfg, run_dir, resume=(run_dir / "checkpoint.pt").exists(), progress=progress)
+        )
+        model = create_model(cfg.model, tasks, attach=where or None)
+        model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt", ("model",))["model"])
+        models[name] = model.eval()
+
+    size = (3, cfg.image_size, cfg.image_size)
+    task_sets = [[t.name] for t in tasks] + [[t.name for t in tasks]]
+    cost = {}
+    for ts in task_sets:
+        key = "+".join(ts)
+        cost[key] = {}
+        for name, model in models.items():
+            cost[key][name] = {
+                "macs": count_macs(model, size, tasks=ts),
+                "latency_ms": latency_ms(_TaskSetView(model, ts), cfg.image_size, torch.device("cpu")),
+            }
+    report = {
+        "dataset": cfg.dataset,
+        "split": cfg.split,
+        "synthetic_data": get_dataset(cfg.dataset).synthetic,
+        "config": asdict(cfg),
+        "layers": layers,
+        "activity": activity,
+        "active": active,
+        "attach": attach,
+        "probe_val_loss": probes,
+        "metrics": {name: r["metrics"] for name, r in reports.items()},
+        "params": {name: count_params(m) for name, m in models.items()},
+        "task_sets": cost,
+    }
+    write_outputs(report, out)
+    return report
+
+
+class _TaskSetView(torch.nn.Module):
+    """A model restricted to one task set, so latency is timed for exactly that forward pass."""
+
+    def __init__(self, model: MultiTaskModel, tasks: Sequence[str]) -> None:
+        super().__init__()
+        self.model, self.tasks = model, list(tasks)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return self.model(x, self.tasks)
+
+
+def write_outputs(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tasks, layers = list(report["activity"]), report["layers"]
+    matrix = [[min(trial[layer] for trial in report["activity"][t]) for layer in layers] for t in tasks]
+    fig, ax = plt.subplots(figsize=(1.2 * len(layers) + 2, 0.45 * len(tasks) + 1.5))
+    im = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(layers)), layers)
+    ax.set_yticks(range(len(tasks)), tasks)
+    for i, t in enumerate(tasks):
+        j = layers.index(report["attach"][t])
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
+        for k in range(len(layers)):
+            ax.text(k, i, f"{matrix[i][k]:.2f}", ha="center", va="center", fontsize=7, color="white")
+    ax.set_title("non-zero input-channel groups per layer (min over trials); red: attachment")
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    fig.savefig(out / "activity.png", dpi=100)
+    plt.close(fig)
+    lines = [
+        "| task | layer | metric | LOMT | plain MTL | MACs LOMT | MACs plain | ms LOMT | ms plain |",
+        "|---" * 9 + "|",
+    ]
+    for t in tasks:
+        metric = next(iter(report["metrics"]["lomt"][t]))
+        c = report["task_sets"][t]
+        lines.append(
+            f"| {t} | {report['attach'][t]} | {metric} | {report['metrics']['lomt'][t][metric]:.3f} | "
+            f"{report['metrics']['plain'][t][metric]:.3f} | {c['lomt']['macs'] / 1e6:.2f}M | "
+            f"{c['plain']['macs'] / 1e6:.2f}M | {c['lomt']['latency_ms']:.2f} | {c['plain']['latency_ms']:.2f} |"
+        )
+    all_key = "+".join(tasks)
+    c = report["task_sets"][all_key]
+    lines.append(
+        f"| all tasks | | | | | {c['lomt']['macs'] / 1e6:.2f}M | {c['plain']['macs'] / 1e6:.2f}M | "
+        f"{c['lomt']['latency_ms']:.2f} | {c['plain']['latency_ms']:.2f} |"
+    )
+    report["table"] = "\n".join(lines)
+    (out / "report.md").write_text(
+        f"# LOMT vs plain multi-task ({report['dataset']}, {report['split']})\n\n{report['table']}\n"
+    )
+    tmp = out / "report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out / "report.json")
+
+
+def build_parser() -> ArgumentParser:
+    d = LomtConfig()
+    p = ArgumentParser(prog="python -m l2sparse.lomt", description=__doc__.split("\n\n")[0])
+    add = p.add_argument
+    add("--dataset", default=d.dataset, help="dataset (default: %(default)s)")
+    add("--split", default=d.split, help="split whose seen tasks are used (default: %(default)s)")
+    add("--tasks", default=None, help="comma-separated tasks instead of the split's seen tasks")
+    add("--data-root", default=None, help="dataset folder (real datasets only)")
+    add("--tasks-dir", action="append", default=None, help="extra folder of task files (repeatable)")
+    add("--model", default=d.model, help="model (default: %(default)s)")
+    add("--lam", type=float, default=d.lam, help="λ of the sparse single-task runs (default: %(default)s)")
+    add("--group-mode", default=d.group_mode, help="groups of the sparse runs (default: %(default)s)")
+    add("--sparse-steps", type=int, default=d.sparse_steps, help="steps of each sparse run (default: %(default)s)")
+    add("--trials", type=int, default=d.trials, help="sparse runs per task (default: %(default)s)")
+    add("--threshold", type=float, default=d.threshold, help="active if more groups non-zero (default: 0.01)")
+    add("--rule", default=d.rule, help=f"attachment rule: {', '.join(RULES)} (default: %(default)s)")
+    add("--epsilon", type=float, default=d.epsilon, help="probe rule tolerance (default: %(default)s)")
+    add("--probe-steps", type=int, default=d.probe_steps, help="probe head steps (default: %(default)s)")
+    add("--attach", action="append", default=[], metavar="TASK=LAYER", help="fix a task's layer (repeatable)")
+    add("--steps", type=int, default=d.steps, help="steps of the LOMT and plain models (default: %(default)s)")
+    add("--image-size", type=int, default=d.image_size, help="square image side (default: %(default)s)")
+    add("--train-size", type=int, default=d.train_size, help="training images (default: %(default)s)")
+    add("--test-size", type=int, default=d.test_size, help="test images (default: %(default)s)")
+    add("--seed", type=int, default=d.seed, help="seed (default: %(default)s)")
+    add("--device", default=d.device, help="auto, cpu or cuda (default: %(default)s)")
+    add("--out", default="runs/lomt", help="output folder (default: %(default)s)")
+    add("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    bad = [a for a in args.attach if a.count("=") != 1]
+    if bad:
+        fail(parser.prog, f"attach: expected TASK=LAYER, got {bad[0]!r}")
+    values = {k: v for k, v in vars(args).items() if k not in ("out", "quiet", "attach", "tasks")}
+    cfg = LomtConfig(
+        **values,
+        tasks=args.tasks.split(",") if args.tasks else None,
+        attach=dict(a.split("=") for a in args.attach),
+    )
+    try:
+        report = run(cfg, args.out, progress=not args.quiet)
+    except (ValueError, CheckpointError, DataError, TaskFileError) as e:
+        fail(parser.prog, str(e))
+    print(report["table"])
+    print(f"report: {Path(args.out) / 'report.json'}, heat map: {Path(args.out) / 'activity.png'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
