@@ -291,7 +291,7 @@ def write_outputs(report: dict, out: Path) -> None:
         ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
         for k in range(len(layers)):
             ax.text(k, i, f"{matrix[i][k]:.2f}", ha="center", va="center", fontsize=7, color="white")
-    ax.set_title("non-zero input-channel groups per layer (min over trials); red: attachment")
+    ax.set_title("active groups per layer (min over trials)\nred: chosen attachment", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
     fig.savefig(out / "activity.png", dpi=100)
