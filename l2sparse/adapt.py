@@ -38,7 +38,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from l2sparse import __version__
-from l2sparse.checkpoint import CheckpointError, load_checkpoint
+from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_json
 from l2sparse.cli import ArgumentParser, fail, require_positive
 from l2sparse.data import DataError, get_dataset, make_dataset
 from l2sparse.data.episodes import MetaTestSampler
@@ -412,9 +412,7 @@ def write_outputs(report: dict, targets: Sequence[Task], out: Path) -> None:
         f"# Unseen-task adaptation ({report['dataset']}, split {report['split']}"
         f"{', synthetic data' if report['synthetic_data'] else ''})\n\n{report['table']}\n"
     )
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out / "report.json")
+    save_json(report, out / "report.json")
 
 
 def build_parser() -> ArgumentParser:

@@ -30,7 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from l2sparse.adapt import latency_ms
-from l2sparse.checkpoint import CheckpointError, load_checkpoint
+from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_json
 from l2sparse.cli import ArgumentParser, fail, require_positive
 from l2sparse.data import DataError, get_dataset
 from l2sparse.device import resolve_device
@@ -318,9 +318,7 @@ def write_outputs(report: dict, out: Path) -> None:
     (out / "report.md").write_text(
         f"# LOMT vs plain multi-task ({report['dataset']}, {report['split']})\n\n{report['table']}\n"
     )
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out / "report.json")
+    save_json(report, out / "report.json")
 
 
 def build_parser() -> ArgumentParser:

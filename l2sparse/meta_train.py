@@ -7,7 +7,6 @@ trajectory, query losses) and ``meta_trajectory.png`` (λ and group sparsity ove
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from l2sparse.checkpoint import CheckpointError
+from l2sparse.checkpoint import CheckpointError, save_json
 from l2sparse.cli import ArgumentParser, fail
 from l2sparse.data import DataError, get_dataset
 from l2sparse.meta.backends import BACKENDS
@@ -119,9 +118,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     out = Path(args.out)
     rep = report(trainer)
     plot_trajectory(trainer.log, out / "meta_trajectory.png")
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(rep, indent=2))
-    tmp.replace(out / "report.json")
+    save_json(rep, out / "report.json")
     print(
         f"λ {cfg.lam_init:.3g} -> {rep['lambda_final']}, group sparsity {rep['sparsity']['group']:.3f}, "
         f"params {rep['params']['dense']} -> {rep['params']['compact']}"

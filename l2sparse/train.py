@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from l2sparse.checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint
+from l2sparse.checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint, save_json
 from l2sparse.cli import ArgumentParser, fail, require_positive
 from l2sparse.data import DataError, get_dataset, make_dataset
 from l2sparse.device import DEVICES, resolve_device
@@ -247,9 +247,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         **compaction_summary(model, groups, test_data["image"][:8], cfg.image_size),
         "metrics": evaluate(model, tasks, test_data),
     }
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out / "report.json")
+    save_json(report, out / "report.json")
     return report
 
 
