@@ -40,11 +40,11 @@ import matplotlib.pyplot as plt
 from l2sparse import __version__
 from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_json
 from l2sparse.cli import ArgumentParser, fail, require_positive
-from l2sparse.data import DataError, get_dataset, make_dataset
+from l2sparse.data import DataError, get_dataset, make_dataset, require_root
 from l2sparse.data.episodes import MetaTestSampler
 from l2sparse.device import DEVICES, resolve_device
 from l2sparse.meta.metasparsity import MetaConfig, MetaSparsity
-from l2sparse.models import MODELS, create_model
+from l2sparse.models import check_model, create_model
 from l2sparse.sparsity import channel_groups, compact, count_macs, count_params, sparsity_report
 from l2sparse.sparsity.groups import ConvGroups, group_matrix
 from l2sparse.tasks import Task, TaskFileError, load_registry
@@ -85,11 +85,8 @@ class AdaptConfig:
 
     def validate(self) -> tuple[list[Task], list[Task]]:
         """Check the options; returns (seen tasks, tasks to adapt to). Raises ``ValueError`` naming the option."""
-        entry = get_dataset(self.dataset)
         reg = load_registry(self.tasks_dir)
-        split = reg.split(self.split)
-        if split.dataset != self.dataset:
-            raise ValueError(f"split: {self.split!r} belongs to dataset {split.dataset!r}, not {self.dataset!r}")
+        split = reg.split_of(self.split, self.dataset)
         if self.task == "unseen":
             targets = reg.unseen(self.split)
         elif self.task in (*split.seen, *split.unseen):
@@ -99,10 +96,8 @@ class AdaptConfig:
                 f"task: {self.task!r} is not a task of split {self.split!r}; its tasks: "
                 f"{', '.join((*split.seen, *split.unseen))} (or 'unseen' for all unseen ones)"
             )
-        if self.model not in MODELS:
-            raise ValueError(f"model: unknown model {self.model!r}; valid models: {', '.join(sorted(MODELS))}")
-        if entry.needs_root and self.data_root is None:
-            raise ValueError(f"data-root: dataset {self.dataset!r} reads files; pass --data-root")
+        check_model(self.model)
+        require_root(self.dataset, self.data_root)
         sizes = ("steps", "shots", "seeds", "batch_size", "image_size", "train_size", "adapt_size", "test_size")
         require_positive(self, (*sizes, "meta_iters"))
         if self.device not in DEVICES:

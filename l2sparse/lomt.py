@@ -32,9 +32,9 @@ import matplotlib.pyplot as plt
 from l2sparse.adapt import latency_ms
 from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_json
 from l2sparse.cli import ArgumentParser, fail, require_positive
-from l2sparse.data import DataError, get_dataset
+from l2sparse.data import DataError, get_dataset, require_root
 from l2sparse.device import resolve_device
-from l2sparse.models import MODELS, MultiTaskModel, create_model
+from l2sparse.models import MODELS, MultiTaskModel, check_model, create_model
 from l2sparse.sparsity import channel_groups, count_macs, count_params
 from l2sparse.sparsity.groups import group_matrix
 from l2sparse.tasks import Task, TaskFileError, load_registry
@@ -129,12 +129,10 @@ class LomtConfig:
 
     def validate(self) -> list[Task]:
         reg = load_registry(self.tasks_dir)
-        split = reg.split(self.split)
-        if split.dataset != self.dataset:
-            raise ValueError(f"split: {self.split!r} belongs to dataset {split.dataset!r}, not {self.dataset!r}")
+        reg.split_of(self.split, self.dataset)
         tasks = reg.get(self.dataset, self.tasks) if self.tasks else reg.seen(self.split)
-        if self.model not in MODELS:
-            raise ValueError(f"model: unknown model {self.model!r}; valid models: {', '.join(sorted(MODELS))}")
+        check_model(self.model)
+        require_root(self.dataset, self.data_root)
         if self.rule not in RULES:
             raise ValueError(f"rule: expected one of {', '.join(RULES)}, got {self.rule!r}")
         require_positive(self, ("sparse_steps", "trials", "probe_steps", "steps", "image_size", "train_size"))

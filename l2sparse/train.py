@@ -22,9 +22,9 @@ from tqdm import tqdm
 
 from l2sparse.checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint, save_json
 from l2sparse.cli import ArgumentParser, fail, require_positive
-from l2sparse.data import DataError, get_dataset, make_dataset
+from l2sparse.data import DataError, get_dataset, make_dataset, require_root
 from l2sparse.device import DEVICES, resolve_device
-from l2sparse.models import MODELS, MultiTaskModel, create_model
+from l2sparse.models import MultiTaskModel, check_model, create_model
 from l2sparse.sparsity import ProxAdam, ProxSGD, channel_groups, compact, max_output_difference, sparsity_report
 from l2sparse.sparsity.report import count_macs, count_params
 from l2sparse.tasks import Task, TaskFileError, load_registry
@@ -65,23 +65,18 @@ class TrainConfig:
 
         Tasks: ``tasks`` if given, else the seen tasks of ``split``, else every task of ``<dataset>-default``.
         """
-        entry = get_dataset(self.dataset)
+        require_root(self.dataset, self.data_root)
         reg = load_registry(self.tasks_dir)
         if self.tasks is not None:
             tasks = reg.get(self.dataset, self.tasks)
         elif self.split is not None:
-            if reg.split(self.split).dataset != self.dataset:
-                raise ValueError(f"split: {self.split!r} is a split of dataset {reg.split(self.split).dataset!r}")
-            tasks = reg.seen(self.split)
+            tasks = reg.seen(reg.split_of(self.split, self.dataset).name)
         else:
             default = reg.split(f"{self.dataset}-default")
             tasks = reg.get(self.dataset, (*default.seen, *default.unseen))
-        if entry.needs_root and self.data_root is None:
-            raise ValueError(f"data-root: dataset {self.dataset!r} reads files; pass --data-root")
         if self.data_root is not None and not Path(self.data_root).is_dir():
             raise ValueError(f"data-root: {self.data_root} is not a folder")
-        if self.model not in MODELS:
-            raise ValueError(f"model: unknown model {self.model!r}; valid models: {', '.join(sorted(MODELS))}")
+        check_model(self.model)
         if not self.lam >= 0:
             raise ValueError(f"lam: expected λ ≥ 0, got {self.lam}")
         require_positive(self, ("steps", "batch_size", "image_size", "train_size", "test_size", "ckpt_every"))

@@ -14,7 +14,7 @@ from l2sparse.data.celeba import CelebAMaskHQ
 from l2sparse.data.nyuv2 import NYUv2
 from l2sparse.data.synthetic import SyntheticScenes
 
-__all__ = ["DATASETS", "DataError", "DatasetEntry", "get_dataset", "make_dataset"]
+__all__ = ["DATASETS", "DataError", "DatasetEntry", "get_dataset", "make_dataset", "require_root"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,14 @@ def get_dataset(name: str) -> DatasetEntry:
     return DATASETS[name]
 
 
+def require_root(name: str, root: str | Path | None) -> DatasetEntry:
+    """The registered dataset ``name``, checking that a dataset which reads files was given a folder."""
+    entry = get_dataset(name)
+    if entry.needs_root and root is None:
+        raise ValueError(f"data-root: dataset {name!r} reads files; pass --data-root")
+    return entry
+
+
 def make_dataset(
     name: str,
     split: str,
@@ -85,7 +93,4 @@ def make_dataset(
     targets: Sequence[str] = (),
 ) -> Dataset:
     """Build a split of a registered dataset; ``targets`` are the item keys the tasks need."""
-    entry = get_dataset(name)
-    if entry.needs_root and root is None:
-        raise ValueError(f"data-root: dataset {name!r} reads files; pass --data-root")
-    return entry.make(split, root, image_size, size, seed, targets)
+    return require_root(name, root).make(split, root, image_size, size, seed, targets)

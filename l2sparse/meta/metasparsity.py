@@ -29,12 +29,12 @@ from tqdm import tqdm
 
 from l2sparse.checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint
 from l2sparse.cli import require_positive
-from l2sparse.data import get_dataset, make_dataset
+from l2sparse.data import make_dataset, require_root
 from l2sparse.data.episodes import EpisodeSampler
 from l2sparse.device import DEVICES, resolve_device
 from l2sparse.meta.backends import InnerLoop, get_backend
 from l2sparse.meta.inner import InnerConfig
-from l2sparse.models import MODELS, create_model
+from l2sparse.models import check_model, create_model
 from l2sparse.sparsity import ConvGroups, adam_prox_steps, channel_groups, prox_, sparsity_report
 from l2sparse.sparsity.groups import group_matrix
 from l2sparse.tasks import Task, load_registry
@@ -80,17 +80,12 @@ class MetaConfig:
 
     def validate(self) -> list[Task]:
         """Check every option; returns the split's seen tasks. Raises ``ValueError`` naming the option."""
-        entry = get_dataset(self.dataset)
+        require_root(self.dataset, self.data_root)
         self.inner()
         get_backend(self.backend)
         registry = load_registry(self.tasks_dir)
-        split = registry.split(self.split)
-        if split.dataset != self.dataset:
-            raise ValueError(f"split: {self.split!r} belongs to dataset {split.dataset!r}, not {self.dataset!r}")
-        if self.model not in MODELS:
-            raise ValueError(f"model: unknown model {self.model!r}; valid models: {', '.join(sorted(MODELS))}")
-        if entry.needs_root and self.data_root is None:
-            raise ValueError(f"data-root: dataset {self.dataset!r} reads files; pass --data-root")
+        registry.split_of(self.split, self.dataset)
+        check_model(self.model)
         if self.learn_lambda and not self.lam_init > 0:
             raise ValueError(f"lam-init: λ = exp(ρ) must start > 0, got {self.lam_init}")
         if not self.lam_init >= 0:

@@ -2,6 +2,6 @@
 
 from l2sparse.models.backbones import ResNetBackbone
 from l2sparse.models.multitask import MultiTaskModel
-from l2sparse.models.registry import MODELS, create_model, register_model
+from l2sparse.models.registry import MODELS, check_model, create_model, register_model
 
-__all__ = ["MODELS", "MultiTaskModel", "ResNetBackbone", "create_model", "register_model"]
+__all__ = ["MODELS", "MultiTaskModel", "ResNetBackbone", "check_model", "create_model", "register_model"]

@@ -38,6 +38,13 @@ register_model("small", small_backbone, hidden=32, dilations=(1, 2))
 register_model("resnet50", resnet50_backbone, hidden=256, dilations=(1, 12, 24, 36))
 
 
+def check_model(name: str) -> ModelConfig:
+    """The registered model ``name``; an unknown name is a ``ValueError`` listing the valid ones."""
+    if name not in MODELS:
+        raise ValueError(f"model: unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
+
+
 def create_model(name: str, tasks: Sequence[HeadSpec], attach: Mapping[str, str] | None = None) -> MultiTaskModel:
     """Build a registered model with one head per task.
 
@@ -46,11 +53,9 @@ def create_model(name: str, tasks: Sequence[HeadSpec], attach: Mapping[str, str]
         tasks: objects with ``name``, ``head`` (``"dense"`` or ``"pooled"``) and ``out_channels``.
         attach: task name -> backbone layer; tasks not named attach at the last layer.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+    cfg = check_model(name)
     if not tasks:
         raise ValueError("create_model: at least one task is needed")
-    cfg = MODELS[name]
     backbone = cfg.backbone()
     attach = dict(attach or {})
     unknown = sorted(set(attach) - {t.name for t in tasks})

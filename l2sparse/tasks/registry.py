@@ -46,6 +46,13 @@ class Registry:
             raise ValueError(f"unknown split {name!r}; valid splits: {', '.join(sorted(self.splits))}")
         return self.splits[name]
 
+    def split_of(self, name: str, dataset: str) -> Split:
+        """The split ``name``, which must belong to ``dataset``."""
+        split = self.split(name)
+        if split.dataset != dataset:
+            raise ValueError(f"split: {name!r} belongs to dataset {split.dataset!r}, not {dataset!r}")
+        return split
+
     def seen(self, split: str) -> list[Task]:
         s = self.split(split)
         return self.get(s.dataset, s.seen)
