@@ -44,11 +44,11 @@ from l2sparse.data import DataError, get_dataset, make_dataset, require_root
 from l2sparse.data.episodes import MetaTestSampler
 from l2sparse.device import DEVICES, resolve_device
 from l2sparse.meta.metasparsity import MetaConfig, MetaSparsity
-from l2sparse.models import check_model, create_model
+from l2sparse.models import backbone_state, check_model, create_model
 from l2sparse.sparsity import channel_groups, compact, count_macs, count_params, sparsity_report
 from l2sparse.sparsity.groups import ConvGroups, group_matrix
 from l2sparse.tasks import Task, TaskFileError, load_registry
-from l2sparse.train import TrainConfig, evaluate, train
+from l2sparse.train import TrainConfig, evaluate, train_or_reuse
 
 INITS = ("meta_sparse", "meta_dense", "fixed_lambda", "random")
 
@@ -151,8 +151,7 @@ def checkpoint_init(cfg: AdaptConfig, path: str) -> tuple[dict[str, Tensor], dic
             raise CheckpointError(
                 f"{path}: trained with {key} {saved.get(key)!r}, but this run uses {getattr(cfg, key)!r}"
             )
-    backbone = {k.removeprefix("backbone."): v for k, v in state["model"].items() if k.startswith("backbone.")}
-    return backbone, {"lambda": state["rho"].exp().tolist(), "checkpoint": str(path)}
+    return backbone_state(state["model"]), {"lambda": state["rho"].exp().tolist(), "checkpoint": str(path)}
 
 
 def fixed_lambda_init(cfg: AdaptConfig, seen: Sequence[Task], progress: bool) -> tuple[dict[str, Tensor], dict]:
@@ -174,15 +173,11 @@ def fixed_lambda_init(cfg: AdaptConfig, seen: Sequence[Task], progress: bool) ->
             device=cfg.device,
         )
         out = cfg.cache_root() / f"fixed-{_key(asdict(tcfg))}"
-        if (out / "report.json").exists():
-            report = json.loads((out / "report.json").read_text())
-        else:
-            report = train(tcfg, out, resume=(out / "checkpoint.pt").exists(), progress=progress)
+        report = train_or_reuse(tcfg, out, progress)
         runs[lam] = (sum(m["loss"] for m in report["metrics"].values()) / len(report["metrics"]), out)
     best = min(runs, key=lambda lam: runs[lam][0])
     state = load_checkpoint(runs[best][1] / "checkpoint.pt", ("model",))["model"]
-    backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
-    return backbone, {"lambda": best, "grid_val_loss": {str(k): v[0] for k, v in runs.items()}}
+    return backbone_state(state), {"lambda": best, "grid_val_loss": {str(k): v[0] for k, v in runs.items()}}
 
 
 def random_init(cfg: AdaptConfig, seen: Sequence[Task]) -> tuple[dict[str, Tensor], dict]:

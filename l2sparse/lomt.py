@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,11 +33,11 @@ from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_json
 from l2sparse.cli import ArgumentParser, fail, require_positive
 from l2sparse.data import DataError, get_dataset, require_root
 from l2sparse.device import resolve_device
-from l2sparse.models import MODELS, MultiTaskModel, check_model, create_model
+from l2sparse.models import MODELS, MultiTaskModel, backbone_state, check_model, create_model
 from l2sparse.sparsity import channel_groups, count_macs, count_params
 from l2sparse.sparsity.groups import group_matrix
 from l2sparse.tasks import Task, TaskFileError, load_registry
-from l2sparse.train import TrainConfig, load_split, task_losses, train
+from l2sparse.train import TrainConfig, load_split, task_losses, train_or_reuse
 
 RULES = ("deepest-active", "probe")
 
@@ -73,7 +72,7 @@ def activity_from_states(
         expected = {k: v.shape for k, v in model.backbone.state_dict().items()}
         out[task] = []
         for i, state in enumerate(trials):
-            got = {k.removeprefix("backbone."): v.shape for k, v in state.items() if k.startswith("backbone.")}
+            got = {k: v.shape for k, v in backbone_state(state).items()}
             if got != expected:
                 raise ValueError(
                     f"activity: run {i} of task {task!r} is not a {model_name!r} model (its backbone tensors differ)"
@@ -165,8 +164,7 @@ def probe_losses(cfg: LomtConfig, task: Task, out: Path, progress: bool) -> dict
     """Validation loss of a head trained at each layer on the frozen backbone of a dense single-task run."""
     dense = cfg.train_config([task], lam=0.0, steps=cfg.sparse_steps, eval_split="val")
     dense_dir = out / "probe" / task.name / "dense"
-    if not (dense_dir / "report.json").exists():
-        train(dense, dense_dir, resume=(dense_dir / "checkpoint.pt").exists(), progress=progress)
+    train_or_reuse(dense, dense_dir, progress)
     state = load_checkpoint(dense_dir / "checkpoint.pt", ("model",))["model"]
     device = resolve_device(cfg.device)
     data = load_split(dense, [task], "train", cfg.train_size, device)
@@ -175,7 +173,7 @@ def probe_losses(cfg: LomtConfig, task: Task, out: Path, progress: bool) -> dict
     for layer in MODELS[cfg.model].backbone().layer_names:
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.model, [task], attach={task.name: layer}).to(device)
-        model.backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in state.items() if "backbone." in k})
+        model.backbone.load_state_dict(backbone_state(state))
         model.backbone.requires_grad_(False)
         model.backbone.eval()
         opt = torch.optim.Adam(model.heads.parameters(), lr=1e-3)
@@ -206,8 +204,7 @@ def run(cfg: LomtConfig, out: str | Path, progress: bool = True) -> dict:
                 [task], lam=cfg.lam, steps=cfg.sparse_steps, group_mode=cfg.group_mode, seed=cfg.seed + trial
             )
             run_dir = out / "sparse" / task.name / f"trial{trial}"
-            if not (run_dir / "report.json").exists():
-                train(tcfg, run_dir, resume=(run_dir / "checkpoint.pt").exists(), progress=progress)
+            train_or_reuse(tcfg, run_dir, progress)
             states.setdefault(task.name, []).append(load_checkpoint(run_dir / "checkpoint.pt", ("model",))["model"])
     activity = activity_from_states(cfg.model, tasks, states)
     active = {t: active_layers(trials, cfg.threshold) for t, trials in activity.items()}
@@ -227,11 +224,7 @@ def run(cfg: LomtConfig, out: str | Path, progress: bool = True) -> dict:
     for name, where in (("lomt", attach), ("plain", {})):
         tcfg = cfg.train_config(tasks, lam=0.0, steps=cfg.steps, attach=where or None)
         run_dir = out / name
-        reports[name] = (
-            json.loads((run_dir / "report.json").read_text())
-            if (run_dir / "report.json").exists()
-            else train(tcfg, run_dir, resume=(run_dir / "checkpoint.pt").exists(), progress=progress)
-        )
+        reports[name] = train_or_reuse(tcfg, run_dir, progress)
         model = create_model(cfg.model, tasks, attach=where or None)
         model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt", ("model",))["model"])
         models[name] = model.eval()

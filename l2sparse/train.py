@@ -246,6 +246,14 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     return report
 
 
+def train_or_reuse(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
+    """The report of the run in ``out``: read when that run finished, else trained (resumed from its checkpoint)."""
+    out = Path(out)
+    if (out / "report.json").exists():
+        return json.loads((out / "report.json").read_text())
+    return train(cfg, out, resume=(out / "checkpoint.pt").exists(), progress=progress)
+
+
 def build_parser() -> ArgumentParser:
     d = TrainConfig()
     p = ArgumentParser(prog="python -m l2sparse.train", description=__doc__.split("\n\n")[0])

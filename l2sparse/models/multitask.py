@@ -10,6 +10,11 @@ from l2sparse.models.backbones import ResNetBackbone
 from l2sparse.sparsity.spaces import ChannelSpace
 
 
+def backbone_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The backbone's entries of a multi-task model's ``state_dict``, keyed as ``model.backbone`` expects."""
+    return {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+
+
 class MultiTaskModel(nn.Module):
     """``forward(x, tasks)`` runs the backbone only as deep as the deepest attachment among ``tasks``.
 
