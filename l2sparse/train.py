@@ -247,10 +247,13 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
 
 
 def train_or_reuse(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
-    """The report of the run in ``out``: read when that run finished, else trained (resumed from its checkpoint)."""
+    """The report of the run in ``out``: read when that run finished with exactly ``cfg``, else trained (resumed
+    from its checkpoint, which refuses a checkpoint saved with other options)."""
     out = Path(out)
     if (out / "report.json").exists():
-        return json.loads((out / "report.json").read_text())
+        report = json.loads((out / "report.json").read_text())
+        if report.get("config") == asdict(cfg):
+            return report
     return train(cfg, out, resume=(out / "checkpoint.pt").exists(), progress=progress)
 
 

@@ -110,3 +110,13 @@ def test_probe_rule_picks_a_layer(tmp_path):
     losses = report["probe_val_loss"]["depth"]
     assert set(losses) == set(LAYERS)
     assert report["attach"]["depth"] == earliest_within(losses, LAYERS, 0.05)
+
+
+def test_runs_kept_in_out_are_reused_only_with_the_same_options(tmp_path, capsys):
+    args = ["--tasks", "depth", "--sparse-steps", "4", "--steps", "4", "--trials", "1", "--image-size", "16",
+            "--train-size", "16", "--test-size", "8", "--quiet", "--out", str(tmp_path)]  # fmt: skip
+    first = main(args)
+    assert main(args)["activity"] == first["activity"]  # same options: the kept runs are reused
+    with pytest.raises(SystemExit):
+        main([*args, "--lam", "0.5"])
+    assert "saved with different lam" in capsys.readouterr().err
