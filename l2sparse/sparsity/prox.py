@@ -144,21 +144,24 @@ class _ProxMixin:
         for pg in self.param_groups:
             pg.setdefault("lam", lam)
 
-    def _group_of(self, p: Tensor) -> dict:
-        for pg in self.param_groups:
-            if any(q is p for q in pg["params"]):
-                return pg
-        raise ValueError("a grouped parameter is not handled by this optimiser")
+    def _param_groups_of(self, named: Mapping[str, Tensor]) -> list[dict]:
+        """The param group holding each grouped layer's weight, in ``self.groups`` order."""
+        by_id = {id(p): pg for pg in self.param_groups for p in pg["params"]}
+        missing = [g.weight for g in self.groups if id(named[g.weight]) not in by_id]
+        if missing:
+            raise ValueError(f"grouped parameter {missing[0]!r} is not handled by this optimiser")
+        return [by_id[id(named[g.weight])] for g in self.groups]
 
-    def _prox_steps(self, named: Mapping[str, Tensor]) -> list[float] | list[Tensor]:
-        return [self._group_of(named[g.weight])["lr"] for g in self.groups]
+    def _prox_steps(self, named: Mapping[str, Tensor], pgs: Sequence[dict]) -> list[float] | list[Tensor]:
+        return [pg["lr"] for pg in pgs]
 
     @torch.no_grad()
     def step(self, closure=None):
         loss = super().step(closure)
         named = dict(self._module.named_parameters())
-        for g, lr in zip(self.groups, self._prox_steps(named), strict=True):
-            prox_(named, [g], self._group_of(named[g.weight])["lam"], [lr])
+        pgs = self._param_groups_of(named)
+        for g, pg, lr in zip(self.groups, pgs, self._prox_steps(named, pgs), strict=True):
+            prox_(named, [g], pg["lam"], [lr])
         return loss
 
 
@@ -170,5 +173,5 @@ class ProxAdam(_ProxMixin, torch.optim.Adam):
     """Adam followed by the group prox with the layer's RMS-normalised Adam step as α:
     ``ProxAdam(model, groups, lam=1e-3, lr=1e-3)``."""
 
-    def _prox_steps(self, named: Mapping[str, Tensor]) -> list[Tensor]:
+    def _prox_steps(self, named: Mapping[str, Tensor], pgs: Sequence[dict]) -> list[Tensor]:
         return adam_prox_steps(self, named, self.groups)
