@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from l2sparse.data.episodes import task_batch
+from l2sparse.data.synthetic import SyntheticScenes
 from l2sparse.tasks import TaskFileError, load_registry
 from l2sparse.tasks.__main__ import main as tasks_main
 from l2sparse.train import TrainConfig, train
@@ -75,6 +77,57 @@ def test_a_user_task_over_an_existing_target_trains_end_to_end(tmp_path, monkeyp
     assert report["metrics"]["depth_mse"]["abs_err"] > 0
 
 
+NEAR_CODE = """
+import torch
+
+
+def near(depth):
+    return (depth < 3.0).float()
+
+
+def weighted_bce(pred, target):
+    return torch.nn.functional.binary_cross_entropy_with_logits(pred, target, pos_weight=torch.tensor(2.0))
+"""
+
+NEAR = """
+name = "near"
+dataset = "synthetic"
+target = "depth"
+transform = "near_task:near"
+head = "dense"
+out_channels = 1
+loss = "near_task:weighted_bce"
+metrics = "binary"
+"""
+
+
+def test_a_transform_derives_a_new_target_everywhere_the_task_is_used(tmp_path, monkeypatch):
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "near_task.py").write_text(NEAR_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "near.toml").write_text(NEAR)
+    near = load_registry(tmp_path / "tasks").get("synthetic", ["near"])[0]
+    depth = torch.tensor([[[[0.5, 2.9], [3.0, 7.0]]]])
+    assert near.target_of({"depth": depth}).tolist() == [[[[1.0, 1.0], [0.0, 0.0]]]]
+    batch = SyntheticScenes("train", size=4, image_size=16).tensors(progress=False)
+    episode = task_batch(batch, torch.arange(4), [near])
+    assert torch.equal(episode["near"], (batch["depth"] < 3).float())
+    assert 0 < episode["near"].mean() < 1
+    cfg = TrainConfig(
+        tasks=["near", "semseg"],
+        tasks_dir=[str(tmp_path / "tasks")],
+        steps=3,
+        image_size=16,
+        train_size=8,
+        test_size=4,
+        batch_size=4,
+    )
+    report = train(cfg, tmp_path / "run", progress=False)
+    assert set(report["metrics"]["near"]) == {"accuracy", "f1", "loss"}
+    assert 0 <= report["metrics"]["near"]["accuracy"] <= 1
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -87,6 +140,7 @@ def test_a_user_task_over_an_existing_target_trains_end_to_end(tmp_path, monkeyp
         (BRIGHTNESS + 'attributes = ["has_dragon"]\n', r"unknown attribute\(s\) \['has_dragon'\]; valid: has_sphere"),
         (BRIGHTNESS + "[higher_is_better]\nspeed = true\n", "higher_is_better takes true/false for abs_err, rel_err"),
         ('name = "x"\ndataset = [\n', "not valid TOML"),
+        (BRIGHTNESS + 'transform = "nowhere:near"\n', "transform 'nowhere:near' is not importable"),
     ],
 )
 def test_bad_task_files_name_the_file_and_the_problem(tmp_path, monkeypatch, text, message):

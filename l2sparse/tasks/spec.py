@@ -12,6 +12,7 @@ Task file fields (``tasks/<dataset>/<name>.toml``)::
     description = "..."             # optional
     attributes = ["Smiling"]        # optional: keep only these columns of an attribute target
     classes = "3class"              # optional: a class merge the dataset defines
+    transform = "pkg.mod:function"  # optional: derive a new target from the dataset's, (B, ...) -> (B, ...)
     [higher_is_better]              # optional: per metric, defaults to the metric family's
     abs_err = false
 
@@ -46,6 +47,7 @@ TASK_FIELDS = {
     "description": str,
     "attributes": list,
     "classes": str,
+    "transform": str,
     "higher_is_better": dict,
 }
 REQUIRED_TASK_FIELDS = ("name", "dataset", "target", "head", "out_channels", "loss", "metrics")
@@ -83,6 +85,7 @@ class Task:
     higher_is_better: Mapping[str, bool] = field(default_factory=dict)
     select: tuple[int, ...] | None = None
     lut: tuple[int, ...] | None = None
+    transform: str = ""
     source: str = ""
 
     @property
@@ -93,13 +96,19 @@ class Task:
         return METERS[self.metrics](self.out_channels) if self.metrics == "segmentation" else METERS[self.metrics]()
 
     def target_of(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """This task's target from a batch (or item): the dataset key, column selection and class merge applied."""
+        """This task's target from a batch: the dataset key, then column selection, class merge and transform.
+
+        A dense target is ``(B, C, H, W)`` (labels ``(B, H, W)``), an image-level one ``(B, C)``; the transform
+        receives that tensor and returns the task's target.
+        """
         y = batch[self.target]
         if self.select is not None:
             y = y[..., list(self.select)]
         if self.lut is not None:
             lut = torch.tensor(self.lut, dtype=y.dtype, device=y.device)
             y = torch.where(y >= 0, lut[y.clamp_min(0)], y)
+        if self.transform:
+            y = import_object(self.transform)(y)
         return y
 
 
@@ -143,6 +152,11 @@ def parse_task(raw: Mapping, where: str, attribute_names: Sequence[str], merges:
             raise TaskFileError(
                 f"{where}: loss {raw['loss']!r} is neither a built-in ({', '.join(LOSSES)}) nor importable ({e})"
             ) from e
+    if "transform" in raw:
+        try:
+            import_object(raw["transform"])
+        except (ImportError, AttributeError) as e:
+            raise TaskFileError(f"{where}: transform {raw['transform']!r} is not importable ({e})") from e
     hib = dict(HIGHER_IS_BETTER[raw["metrics"]])
     given = raw.get("higher_is_better", {})
     bad = sorted(set(given) - set(METRIC_NAMES[raw["metrics"]]))
@@ -169,7 +183,13 @@ def parse_task(raw: Mapping, where: str, attribute_names: Sequence[str], merges:
             raise TaskFileError(f"{where}: classes {raw['classes']!r} has {max(lut) + 1} classes, out_channels differs")
     plain = {k: raw[k] for k in REQUIRED_TASK_FIELDS}
     return Task(
-        **plain, description=raw.get("description", ""), higher_is_better=hib, select=select, lut=lut, source=where
+        **plain,
+        description=raw.get("description", ""),
+        higher_is_better=hib,
+        select=select,
+        lut=lut,
+        transform=raw.get("transform", ""),
+        source=where,
     )
 
 
