@@ -46,7 +46,7 @@ def save_json(obj: Any, path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Read a checkpoint on the CPU; raise :class:`CheckpointError` naming the file if it is missing or corrupt."""
+    """Read a checkpoint on the CPU; raise [`CheckpointError`][] naming the file if it is missing or corrupt."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint file there")
@@ -61,7 +61,7 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
 
 
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], may_change: tuple[str, ...], path: Path) -> None:
-    """Raise :class:`CheckpointError` naming the options that differ from the saved run's (except ``may_change``)."""
+    """Raise [`CheckpointError`][] naming the options that differ from the saved run's (except ``may_change``)."""
     changed = sorted(k for k, v in current.items() if k not in may_change and saved.get(k) != v)
     if changed:
         raise CheckpointError(

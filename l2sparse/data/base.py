@@ -27,7 +27,7 @@ def require_dir(path: Path, what: str) -> Path:
 
 
 def load_npy(path: Path) -> np.ndarray:
-    """``np.load`` with a :class:`DataError` naming the file when it is missing or corrupt."""
+    """``np.load`` with a [`DataError`][] naming the file when it is missing or corrupt."""
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError as e:

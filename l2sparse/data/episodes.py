@@ -2,11 +2,12 @@
 
 An episode is ``{"train": {...}, "test": {...}, "tasks": [names]}`` where ``"train"`` is the support batch and
 ``"test"`` the query batch, each ``{"image": (N, 3, H, W), <task>: target, ...}`` with one target per task of the
-episode (already selected and class-merged by :meth:`Task.target_of`). Support and query never share an image.
+episode (already selected, class-merged and transformed by
+[`Task.target_of`][l2sparse.tasks.spec.Task.target_of]). Support and query never share an image.
 
-* :class:`EpisodeSampler` draws meta-train episodes: a subset of a split's *seen* tasks plus disjoint support and
+* [`EpisodeSampler`][] draws meta-train episodes: a subset of a split's *seen* tasks plus disjoint support and
   query images from the meta-train images.
-* :class:`MetaTestSampler` serves each *unseen* task with its own training images (``shots`` of them) and its own
+* [`MetaTestSampler`][] serves each *unseen* task with its own training images (``shots`` of them) and its own
   test images, for adaptation and evaluation.
 
 Hand-written rather than taken from torchmeta (unmaintained, pins old torch versions): the sampler is a few lines
@@ -41,7 +42,7 @@ class EpisodeSampler:
         query: query images per episode (disjoint from the support images).
         subset: ``"all"`` draws the task subset uniformly among all non-empty subsets; an int ``k`` draws ``k``
             distinct tasks.
-        meta_batch: episodes per :meth:`sample` call.
+        meta_batch: episodes per [`sample`][] call.
         seed: seed of the sampler's own generator.
     """
 

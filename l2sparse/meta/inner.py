@@ -1,6 +1,6 @@
 """What every inner-loop backend shares: its settings, the episode loss, BatchNorm handling, the step rule.
 
-One inner step on the support batch, with fast weights ``θ`` and ``λ = exp(ρ)``::
+One inner step on the support batch, with fast weights ``θ`` and ``λ = exp(ρ)``:
 
     θ ← prox_{αλΩ}(θ − α ∇ L_S^support(θ))     (prox on the shared backbone's groups; heads plain SGD)
 

@@ -7,7 +7,7 @@ One meta-iteration (DESIGN §1):
 3. outer loss = mean query loss (+ an optional budget term); backprop to the meta-init and ρ (λ = exp(ρ));
 4. Adam step on the meta-init and ρ, then the group prox on the meta-init's backbone with the new λ, so the
    meta-init itself carries the learned sparsity. The prox step of each layer is Adam's step normalised by the
-   layer's gradient RMS (:func:`~l2sparse.sparsity.adam_prox_steps`), so λ keeps the meaning it has after an SGD
+   layer's gradient RMS ([`adam_prox_steps`][]), so λ keeps the meaning it has after an SGD
    step. (A fixed step instead gives a cliff: past some λ the prox outruns Adam's normalised steps for every group
    and the meta-init collapses, whatever its gradients.)
    BatchNorm running statistics of the meta-init are then refreshed from the query images.
@@ -178,11 +178,12 @@ def meta_update(
 class MetaSparsity:
     """Meta-train a multi-task model's init and λ on a split's seen tasks.
 
-    Example::
-
+    Example:
+        ```python
         trainer = MetaSparsity(MetaConfig(meta_iters=50), out="runs/meta")
-        report = trainer.run()
-        report["lambda_final"], report["sparsity"]["group"]
+        trainer.train()
+        trainer.lam, trainer.log[-1]["group_sparsity"]  # λ and the meta-init's group sparsity
+        ```
     """
 
     def __init__(self, cfg: MetaConfig, out: str | Path, resume: bool = False) -> None:

@@ -1,4 +1,4 @@
-"""Models by name: ``create_model("tiny", tasks)``; extend with :func:`register_model`."""
+"""Models by name: ``create_model("tiny", tasks)``; extend with [`register_model`][]."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ def compact(model: nn.Module) -> nn.Module:
 
     Args:
         model: a module with a ``channel_spaces()`` method (every model from
-            :func:`~l2sparse.models.create_model` has one).
+            [`create_model`][l2sparse.models.registry.create_model] has one).
 
     Returns:
         A deep copy whose convs and BatchNorms have fewer channels and whose outputs equal the original's up to

@@ -8,7 +8,7 @@ whole. For a conv weight ``W`` of shape ``(C_out, C_in, k, k)``:
 * ``mode="out"``: one group per output channel, ``W[i]`` plus the BatchNorm ``γ_i`` and ``β_i`` that follow the
   conv (a zero filter with ``β_i != 0`` would still emit a constant). Size ``C_in * k * k + 2``.
 
-Groups are described by :class:`ConvGroups` records that name parameters, so the penalty and the prox work on
+Groups are described by [`ConvGroups`][] records that name parameters, so the penalty and the prox work on
 any parameter dict with those names (a module's ``named_parameters()``, or fast weights in an inner loop).
 """
 
@@ -81,7 +81,7 @@ def channel_groups(model: nn.Module, shared: SharedSpec = "backbone", mode: Grou
             blocks always are). A conv without such a BatchNorm gets groups of its filter (and bias) alone.
 
     Returns:
-        One :class:`ConvGroups` per shared conv, in module order.
+        One [`ConvGroups`][] per shared conv, in module order.
     """
     if mode not in ("in", "out"):
         raise ValueError(f"mode: expected 'in' or 'out', got {mode!r}")

@@ -30,7 +30,7 @@ def penalty(
 
     Args:
         params: a module or a dict name -> tensor holding every name in ``groups``.
-        groups: from :func:`~l2sparse.sparsity.groups.channel_groups`.
+        groups: from [`channel_groups`][].
         lam: scalar λ, or a tensor of shape ``(num_layers,)`` for per-layer λ.
     """
     per_layer = layer_penalties(params, groups)

@@ -47,7 +47,7 @@ def prox(
         groups: the channel groups.
         lam: λ ≥ 0, a scalar or a ``(num_layers,)`` tensor (per-layer λ). Gradients flow into it.
         lr: the step size α of the gradient step this prox follows: a scalar, or a sequence with one step per
-            layer (a scalar or a ``(num_groups,)`` tensor each), e.g. from :func:`adam_prox_steps`.
+            layer (a scalar or a ``(num_groups,)`` tensor each), e.g. from [`adam_prox_steps`][].
 
     Returns:
         A new dict: grouped tensors replaced by their thresholded values, all others passed through unchanged.
@@ -111,7 +111,7 @@ def prox_(
     lam: float | Tensor,
     lr: float | Tensor | Sequence[Tensor],
 ) -> None:
-    """In-place :func:`prox` on a module's parameters or a dict of leaf tensors (no autograd graph)."""
+    """In-place [`prox`][] on a module's parameters or a dict of leaf tensors (no autograd graph)."""
     named = as_params(params)
     new = prox({k: named[k] for g in groups for k in (g.weight, *g.extras)}, groups, lam, lr)
     for k, v in new.items():
@@ -124,7 +124,7 @@ class _ProxMixin:
     ``model`` names the grouped parameters; ``params`` (default ``model.parameters()``) is what the optimiser
     updates, e.g. the model's parameters plus a loss-weighting module's. ``lam`` lives in the param groups, so it
     is saved in ``state_dict()`` and can be changed between steps. The prox step α is the param group's ``lr`` for
-    SGD and the layer's RMS-normalised Adam step (:func:`adam_prox_steps`) for Adam.
+    SGD and the layer's RMS-normalised Adam step ([`adam_prox_steps`][]) for Adam.
     """
 
     def __init__(

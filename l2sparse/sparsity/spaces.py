@@ -46,7 +46,7 @@ class SpaceBuilder:
         self.spaces[space].producers.append((conv, bn))
 
     def conv_bn(self, inp: int, unit: nn.Module) -> int:
-        """Register a :class:`~l2sparse.models.layers.ConvBNAct` reading ``inp``; returns its output space."""
+        """Register a [`ConvBNAct`][l2sparse.models.layers.ConvBNAct] reading ``inp``; returns its output space."""
         self.read(inp, unit.conv)
         out = self.new()
         self.produce(out, unit.conv, unit.bn)

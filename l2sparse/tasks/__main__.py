@@ -9,11 +9,16 @@ from l2sparse.tasks.registry import load_registry
 from l2sparse.tasks.spec import TaskFileError
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m l2sparse.tasks", description="List the registered tasks and splits.")
     p.add_argument("command", choices=["list"], help="what to do")
     p.add_argument("--tasks-dir", action="append", default=None, help="extra folder of task files (repeatable)")
     p.add_argument("--dataset", default=None, help="only this dataset's tasks and splits")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         reg = load_registry(args.tasks_dir)
