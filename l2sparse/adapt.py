@@ -8,6 +8,8 @@ Four initialisations of the shared backbone are compared on the same unseen task
   grid by the seen tasks' mean validation loss (the test split is never looked at);
 * ``random``: a fresh random initialisation.
 
+``--inits`` compares a subset instead (``meta_sparse,random`` skips training the two other baselines).
+
 For every unseen task and seed a fresh head is attached to a copy of the backbone, and the whole model is
 fine-tuned for ``--steps`` Adam steps on ``--shots`` training images of the task (drawn from ``--adapt-size``
 images of the dataset's adaptation split, disjoint from the meta-train and test images). Every group that is zero
@@ -79,6 +81,7 @@ class AdaptConfig:
     lam_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1])
     fixed_steps: int = 300
     eval_every: int = 25
+    inits: list[str] = field(default_factory=lambda: list(INITS))
     device: str = "auto"
     amp: bool = False
     cache_dir: str | None = None
@@ -102,6 +105,9 @@ class AdaptConfig:
         require_positive(self, (*sizes, "meta_iters"))
         if self.device not in DEVICES:
             raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
+        unknown = [i for i in self.inits if i not in INITS]
+        if unknown or not self.inits:
+            raise ValueError(f"inits: expected a non-empty selection of {', '.join(INITS)}, got {self.inits}")
         if not self.lam_grid or min(self.lam_grid) < 0:
             raise ValueError(f"lam-grid: expected λ values ≥ 0, got {self.lam_grid}")
         resolve_device(self.device)
@@ -290,12 +296,13 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
         sampler.task(t.name, cfg.shots)  # --shots larger than the training images: fail before any training
 
     started = time.perf_counter()
-    inits = {
-        "meta_sparse": from_checkpoint or meta_init(cfg, True, progress),
-        "meta_dense": meta_init(cfg, False, progress),
-        "fixed_lambda": fixed_lambda_init(cfg, seen, progress),
-        "random": random_init(cfg, seen),
+    builders = {
+        "meta_sparse": lambda: from_checkpoint or meta_init(cfg, True, progress),
+        "meta_dense": lambda: meta_init(cfg, False, progress),
+        "fixed_lambda": lambda: fixed_lambda_init(cfg, seen, progress),
+        "random": lambda: random_init(cfg, seen),
     }
+    inits = {name: builders[name]() for name in INITS if name in cfg.inits}
     report: dict = {
         "dataset": cfg.dataset,
         "split": cfg.split,
@@ -305,7 +312,7 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
         "images": {},
         "inits": {},
     }
-    jobs = [(i, t, s) for i in INITS for t in targets for s in range(cfg.seeds)]
+    jobs = [(i, t, s) for i in inits for t in targets for s in range(cfg.seeds)]
     bar = tqdm(total=len(jobs), desc="adapt", disable=not progress)
     for name, (backbone, info) in inits.items():
         probe = create_model(cfg.model, targets[:1])
@@ -385,7 +392,7 @@ def write_outputs(report: dict, targets: Sequence[Task], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "adaptation_curves.png", dpi=100)
     plt.close(fig)
-    layers = list(report["inits"]["meta_sparse"]["sparsity"]["per_layer"])
+    layers = list(next(iter(report["inits"].values()))["sparsity"]["per_layer"])
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(layers)), 3.5))
     width = 0.8 / len(report["inits"])
     for i, (name, r) in enumerate(report["inits"].items()):
@@ -433,6 +440,7 @@ def build_parser() -> ArgumentParser:
     add("--lam-grid", default=",".join(map(str, d.lam_grid)), help="fixed-λ grid (default: %(default)s)")
     add("--fixed-steps", type=int, default=d.fixed_steps, help="fixed-λ training steps (default: %(default)s)")
     add("--eval-every", type=int, default=d.eval_every, help="steps between curve points (default: %(default)s)")
+    add("--inits", default=",".join(d.inits), help="inits to compare (default: %(default)s)")
     add("--device", default=d.device, help="auto, cpu or cuda (default: %(default)s)")
     add("--amp", action="store_true", help="bf16 autocast for adaptation (for CUDA)")
     add(
@@ -452,8 +460,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         grid = [float(v) for v in args.lam_grid.split(",")]
     except ValueError:
         fail(parser.prog, f"lam-grid: expected comma-separated numbers, got {args.lam_grid!r}")
-    values = {k: v for k, v in vars(args).items() if k not in ("out", "quiet", "lam_grid")}
-    cfg = AdaptConfig(**values, lam_grid=grid)
+    values = {k: v for k, v in vars(args).items() if k not in ("out", "quiet", "lam_grid", "inits")}
+    cfg = AdaptConfig(**values, lam_grid=grid, inits=args.inits.split(","))
     try:
         report = run(cfg, args.out, progress=not args.quiet)
     except (ValueError, CheckpointError, DataError, TaskFileError) as e:

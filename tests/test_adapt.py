@@ -73,6 +73,15 @@ def test_a_second_run_reuses_the_cached_inits(default_run, tmp_path):
         assert got == first["inits"][name]["results"]["has_cylinder"]["metrics"]
 
 
+def test_a_subset_of_inits_trains_only_those(tmp_path):
+    report = main([*TINY, "--task", "normals", "--inits", "random,meta_sparse", "--cache-dir", str(tmp_path / "c"),
+                   "--out", str(tmp_path / "o")])  # fmt: skip
+    assert list(report["inits"]) == ["meta_sparse", "random"]
+    assert [p.name.split("-")[0] for p in (tmp_path / "c").iterdir()] == ["meta"]  # no λ = 0 or fixed-λ runs
+    assert "| meta_sparse |" in report["table"] and "meta_dense" not in report["table"]
+    assert (tmp_path / "o" / "layer_sparsity.png").stat().st_size > 0
+
+
 def test_zero_groups_stay_zero_during_adaptation():
     tasks = load_registry().get("synthetic", ["depth"])
     model = create_model("tiny", tasks)
@@ -93,6 +102,7 @@ def test_zero_groups_stay_zero_during_adaptation():
         ),
         (["--shots", "21"], "shots: 21 asked for but task 'normals' has 20 training images"),
         (["--split", "celeba-default"], "split: 'celeba-default' belongs to dataset 'celeba', not 'synthetic'"),
+        (["--inits", "meta_sparse,pretrained"], "inits: expected a non-empty selection of meta_sparse, meta_dense"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
