@@ -30,14 +30,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import matplotlib
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torch.utils import benchmark
 from tqdm import tqdm
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 from l2sparse import __version__
 from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_json
@@ -382,7 +379,8 @@ def markdown_table(report: dict, targets: Sequence[Task]) -> str:
 
 def write_outputs(report: dict, targets: Sequence[Task], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(targets), figsize=(4 * len(targets), 3.2), squeeze=False)
+    fig = Figure(figsize=(4 * len(targets), 3.2))
+    axes = fig.subplots(1, len(targets), squeeze=False)
     for ax, t in zip(axes[0], targets, strict=True):
         for name, r in report["inits"].items():
             curve = r["results"][t.name]["curve"]
@@ -391,9 +389,9 @@ def write_outputs(report: dict, targets: Sequence[Task], out: Path) -> None:
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "adaptation_curves.png", dpi=100)
-    plt.close(fig)
     layers = list(next(iter(report["inits"].values()))["sparsity"]["per_layer"])
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(layers)), 3.5))
+    fig = Figure(figsize=(max(6, 0.5 * len(layers)), 3.5))
+    ax = fig.subplots()
     width = 0.8 / len(report["inits"])
     for i, (name, r) in enumerate(report["inits"].items()):
         values = [r["sparsity"]["per_layer"][la]["group_sparsity"] for la in layers]
@@ -404,7 +402,6 @@ def write_outputs(report: dict, targets: Sequence[Task], out: Path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "layer_sparsity.png", dpi=100)
-    plt.close(fig)
     (out / "report.md").write_text(
         f"# Unseen-task adaptation ({report['dataset']}, split {report['split']}"
         f"{', synthetic data' if report['synthetic_data'] else ''})\n\n{report['table']}\n"

@@ -21,12 +21,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import matplotlib
 import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from torch import Tensor
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 from l2sparse.adapt import latency_ms
 from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_json
@@ -273,20 +271,20 @@ def write_outputs(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tasks, layers = list(report["activity"]), report["layers"]
     matrix = [[min(trial[layer] for trial in report["activity"][t]) for layer in layers] for t in tasks]
-    fig, ax = plt.subplots(figsize=(1.2 * len(layers) + 2, 0.45 * len(tasks) + 1.5))
+    fig = Figure(figsize=(1.2 * len(layers) + 2, 0.45 * len(tasks) + 1.5))
+    ax = fig.subplots()
     im = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(len(layers)), layers)
     ax.set_yticks(range(len(tasks)), tasks)
     for i, t in enumerate(tasks):
         j = layers.index(report["attach"][t])
-        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
         for k in range(len(layers)):
             ax.text(k, i, f"{matrix[i][k]:.2f}", ha="center", va="center", fontsize=7, color="white")
     ax.set_title("active groups per layer (min over trials)\nred: chosen attachment", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
     fig.savefig(out / "activity.png", dpi=100)
-    plt.close(fig)
     lines = [
         "| task | layer | metric | LOMT | plain MTL | MACs LOMT | MACs plain | ms LOMT | ms plain |",
         "|---" * 9 + "|",

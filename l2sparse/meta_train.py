@@ -11,10 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from l2sparse.checkpoint import CheckpointError, save_json
 from l2sparse.cli import ArgumentParser, fail
@@ -29,7 +26,8 @@ from l2sparse.train import compaction_summary
 def plot_trajectory(log: list[dict], path: Path) -> None:
     """λ (log scale; one line per layer with per-layer λ) and group sparsity against the meta-iteration."""
     its = [e["iteration"] for e in log]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig = Figure(figsize=(10, 3.5))
+    ax1, ax2 = fig.subplots(1, 2)
     lams = [e["lambda"] if isinstance(e["lambda"], list) else [e["lambda"]] for e in log]
     for i in range(len(lams[0])):
         ax1.plot(its, [v[i] for v in lams], lw=1)
@@ -38,7 +36,6 @@ def plot_trajectory(log: list[dict], path: Path) -> None:
     ax2.set(xlabel="meta-iteration", ylabel="group sparsity", ylim=(0, 1), title="meta-init group sparsity")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def report(trainer: MetaSparsity) -> dict:

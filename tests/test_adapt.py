@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -135,3 +137,11 @@ def test_a_checkpoint_of_another_split_or_model_is_refused(tmp_path, capsys):
 def test_config_validation_lists_unseen_choice():
     with pytest.raises(ValueError, match="or 'unseen' for all unseen ones"):
         AdaptConfig(task="x").validate()
+
+
+def test_importing_the_commands_leaves_the_plotting_backend_alone():
+    """Notebooks keep their inline plots: the commands draw on ``Figure`` objects, not through pyplot's backend."""
+    code = "import matplotlib; matplotlib.use('svg'); import l2sparse.adapt, l2sparse.lomt, l2sparse.meta_train; "
+    code += "print(matplotlib.get_backend())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "svg"
