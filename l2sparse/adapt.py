@@ -274,6 +274,20 @@ def summarize(values: Sequence[float]) -> dict:
     }
 
 
+def meta_test_sampler(cfg: AdaptConfig, targets: Sequence[Task], device: torch.device) -> MetaTestSampler:
+    """The tasks' training images (``adapt_size`` from the dataset's adaptation split) and test images
+    (``test_size``), as ``run`` draws every init's shots from them, on ``device``."""
+
+    def load(split: str, size: int) -> dict[str, Tensor]:
+        needed = {t.target for t in targets}
+        data = make_dataset(cfg.dataset, split, cfg.data_root, cfg.image_size, size, 0, needed)
+        return {k: v.to(device) for k, v in data.tensors().items()}
+
+    return MetaTestSampler(
+        load(get_dataset(cfg.dataset).adapt_split, cfg.adapt_size), load("test", cfg.test_size), targets
+    )
+
+
 def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
     """The whole experiment; writes ``report.json``, ``report.md`` and two plots into ``out``."""
     seen, targets = cfg.validate()
@@ -283,12 +297,7 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
     device = resolve_device(cfg.device)
     from_checkpoint = None if cfg.checkpoint is None else checkpoint_init(cfg, cfg.checkpoint)  # fails early
     entry = get_dataset(cfg.dataset)
-    needed = {t.target for t in targets}
-    load = lambda split, size: {  # noqa: E731
-        k: v.to(device)
-        for k, v in make_dataset(cfg.dataset, split, cfg.data_root, cfg.image_size, size, 0, needed).tensors().items()
-    }
-    sampler = MetaTestSampler(load(entry.adapt_split, cfg.adapt_size), load("test", cfg.test_size), targets)
+    sampler = meta_test_sampler(cfg, targets, device)
     for t in targets:
         sampler.task(t.name, cfg.shots)  # --shots larger than the training images: fail before any training
 
