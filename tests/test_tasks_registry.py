@@ -31,6 +31,20 @@ metrics = "depth"
 """
 
 
+def train_tiny(tmp_path, tasks: list[str]) -> dict:
+    """Three fixed-λ steps on 16 px synthetic scenes with the user tasks in ``tmp_path / "tasks"``."""
+    cfg = TrainConfig(
+        tasks=tasks,
+        tasks_dir=[str(tmp_path / "tasks")],
+        steps=3,
+        image_size=16,
+        train_size=8,
+        test_size=4,
+        batch_size=4,
+    )
+    return train(cfg, tmp_path / "run", progress=False)
+
+
 def test_builtin_tasks_and_splits():
     reg = load_registry()
     assert {"semseg", "depth", "normals", "edges", "has_cylinder"} <= set(reg.tasks["synthetic"])
@@ -63,16 +77,7 @@ def test_a_user_task_over_an_existing_target_trains_end_to_end(tmp_path, monkeyp
         .replace('target = "depth_mse"', 'target = "depth"')
         .replace('head = "pooled"', 'head = "dense"')
     )
-    cfg = TrainConfig(
-        tasks=["depth_mse", "semseg"],
-        tasks_dir=[str(tmp_path / "tasks")],
-        steps=3,
-        image_size=16,
-        train_size=8,
-        test_size=4,
-        batch_size=4,
-    )
-    report = train(cfg, tmp_path / "run", progress=False)
+    report = train_tiny(tmp_path, ["depth_mse", "semseg"])
     assert set(report["metrics"]) == {"depth_mse", "semseg"}
     assert report["metrics"]["depth_mse"]["abs_err"] > 0
 
@@ -114,16 +119,7 @@ def test_a_transform_derives_a_new_target_everywhere_the_task_is_used(tmp_path, 
     episode = task_batch(batch, torch.arange(4), [near])
     assert torch.equal(episode["near"], (batch["depth"] < 3).float())
     assert 0 < episode["near"].mean() < 1
-    cfg = TrainConfig(
-        tasks=["near", "semseg"],
-        tasks_dir=[str(tmp_path / "tasks")],
-        steps=3,
-        image_size=16,
-        train_size=8,
-        test_size=4,
-        batch_size=4,
-    )
-    report = train(cfg, tmp_path / "run", progress=False)
+    report = train_tiny(tmp_path, ["near", "semseg"])
     assert set(report["metrics"]["near"]) == {"accuracy", "f1", "loss"}
     assert 0 <= report["metrics"]["near"]["accuracy"] <= 1
 
