@@ -28,6 +28,7 @@ HIGHER_IS_BETTER: dict[str, dict[str, bool]] = {
         "within_30": True,
     },
     "binary": {"accuracy": True, "f1": True},
+    "regression": {"abs_err": False, "rmse": False},
 }
 """Per metric family: each metric's name and whether higher values are better (the default of a task file)."""
 METRIC_NAMES = {family: tuple(m) for family, m in HIGHER_IS_BETTER.items()}
@@ -139,11 +140,32 @@ class BinaryMeter:
         }
 
 
+class RegressionMeter:
+    """``abs_err`` = mean |p − t| and ``rmse`` = √mean (p − t)² over every element of the split (no validity mask,
+    unlike ``depth``, which skips targets of 0): for custom targets such as per-image fractions or counts."""
+
+    def __init__(self) -> None:
+        self.abs_sum = self.sq_sum = 0.0
+        self.count = 0
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        _same_shape(pred, target, "regression")
+        diff = (pred - target).double()
+        self.abs_sum += diff.abs().sum().item()
+        self.sq_sum += diff.square().sum().item()
+        self.count += diff.numel()
+
+    def compute(self) -> dict[str, float]:
+        n = self.count or math.nan
+        return {"abs_err": self.abs_sum / n, "rmse": math.sqrt(self.sq_sum / n)}
+
+
 METERS = {
     "segmentation": SegmentationMeter,
     "depth": DepthMeter,
     "normals": NormalMeter,
     "binary": BinaryMeter,
+    "regression": RegressionMeter,
 }
 
 

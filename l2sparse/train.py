@@ -117,8 +117,8 @@ def evaluate(
         preds = model(batch["image"], [t.name for t in tasks])
         for t in tasks:
             target = t.target_of(batch)
-            meters[t.name].update(preds[t.name], target)
             loss_sums[t.name] += t.loss_fn(preds[t.name], target).item() * len(batch["image"])
+            meters[t.name].update(preds[t.name], target)
     model.train(was_training)
     return {name: {**m.compute(), "loss": loss_sums[name] / n} for name, m in meters.items()}
 

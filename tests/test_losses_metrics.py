@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from l2sparse.losses import cosine, cross_entropy, get_loss, l1_valid
-from l2sparse.metrics import BinaryMeter, DepthMeter, NormalMeter, SegmentationMeter, delta_m
+from l2sparse.metrics import BinaryMeter, DepthMeter, NormalMeter, RegressionMeter, SegmentationMeter, delta_m
 
 
 def test_segmentation_meter_hand_example_with_ignore():
@@ -26,6 +26,15 @@ def test_depth_meter_skips_invalid_pixels():
     m = DepthMeter()
     m.update(torch.tensor([1.0, 3.0, 9.0]), torch.tensor([2.0, 3.0, 0.0]))
     assert m.compute() == {"abs_err": pytest.approx(0.5), "rel_err": pytest.approx(0.25)}
+
+
+def test_regression_meter_counts_zero_targets():
+    m = RegressionMeter()
+    m.update(torch.tensor([[1.0], [2.0]]), torch.tensor([[0.0], [2.0]]))
+    m.update(torch.tensor([[3.0]]), torch.tensor([[5.0]]))
+    out = m.compute()
+    assert out["abs_err"] == pytest.approx(1.0)  # (1 + 0 + 2) / 3: the zero target counts, unlike depth's
+    assert out["rmse"] == pytest.approx(math.sqrt(5 / 3))
 
 
 def test_normal_meter_angles():

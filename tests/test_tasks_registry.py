@@ -10,6 +10,7 @@ from l2sparse.data.synthetic import SyntheticScenes
 from l2sparse.tasks import TaskFileError, load_registry
 from l2sparse.tasks.__main__ import main as tasks_main
 from l2sparse.train import TrainConfig, train
+from l2sparse.train import main as train_main
 
 CUSTOM_LOSS = """
 import torch
@@ -124,6 +125,49 @@ def test_a_transform_derives_a_new_target_everywhere_the_task_is_used(tmp_path, 
     assert 0 <= report["metrics"]["near"]["accuracy"] <= 1
 
 
+FLOOR_CODE = """
+def floor_fraction(semseg):
+    return (semseg == 0).float().mean((1, 2)).unsqueeze(1)
+
+
+def flat(semseg):
+    return (semseg == 0).float().mean((1, 2))
+"""
+
+FLOOR = """
+name = "floor_fraction"
+dataset = "synthetic"
+target = "semseg"
+transform = "floor_task:floor_fraction"
+head = "pooled"
+out_channels = 1
+loss = "my_losses:brightness_loss"
+metrics = "regression"
+"""
+
+
+def test_a_regression_target_trains_and_a_misshapen_one_names_the_task(tmp_path, monkeypatch, capsys):
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "floor_task.py").write_text(FLOOR_CODE)
+    (tmp_path / "code" / "my_losses.py").write_text(CUSTOM_LOSS)
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "floor.toml").write_text(FLOOR)
+    task = load_registry(tmp_path / "tasks").get("synthetic", ["floor_fraction"])[0]
+    assert task.higher_is_better == {"abs_err": False, "rmse": False}
+    report = train_tiny(tmp_path, ["floor_fraction"])
+    assert 0 <= report["metrics"]["floor_fraction"]["abs_err"] <= 1
+    (tmp_path / "tasks" / "floor.toml").write_text(FLOOR.replace("floor_task:floor_fraction", "floor_task:flat"))
+    with pytest.raises(SystemExit):
+        train_main(["--tasks-dir", str(tmp_path / "tasks"), "--tasks", "floor_fraction", "--steps", "2",
+                    "--image-size", "16", "--train-size", "8", "--test-size", "4",
+                    "--out", str(tmp_path / "bad")])  # fmt: skip
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1, errors
+    assert "task 'floor_fraction' (" in errors[0] and "floor.toml): target shape (16,) does not fit" in errors[0]
+    assert "head's output (16, 1); check what transform 'floor_task:flat' returns" in errors[0]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -131,7 +175,10 @@ def test_a_transform_derives_a_new_target_everywhere_the_task_is_used(tmp_path, 
         (BRIGHTNESS, "target 'brightness' is not in 'synthetic' items; valid targets: semseg, depth"),
         (BRIGHTNESS + 'colour = "red"\n', r"unknown field\(s\) \['colour'\]; valid fields: name, dataset"),
         (BRIGHTNESS.replace('"synthetic"', '"kitti"'), "unknown dataset 'kitti'; valid datasets: synthetic"),
-        (BRIGHTNESS.replace("my_losses:brightness_loss", "nowhere:loss"), "neither a built-in .* nor importable"),
+        (
+            BRIGHTNESS.replace("my_losses:brightness_loss", "nowhere:loss"),
+            "neither a built-in .* nor importable .*on PYTHONPATH",
+        ),
         (BRIGHTNESS.replace("out_channels = 1", 'out_channels = "one"'), "field 'out_channels' must be int"),
         (BRIGHTNESS + 'attributes = ["has_dragon"]\n', r"unknown attribute\(s\) \['has_dragon'\]; valid: has_sphere"),
         (BRIGHTNESS + "[higher_is_better]\nspeed = true\n", "higher_is_better takes true/false for abs_err, rel_err"),
@@ -175,9 +222,21 @@ def test_unknown_names_list_the_valid_ones():
 def test_cli_lists_tasks_and_splits(capsys, tmp_path):
     tasks_main(["list"])
     out = capsys.readouterr().out
-    assert "synthetic  normals" in out and "celeba     Smiling" in out
+    rows = out.split("splits")[0].splitlines()[1:]
+    assert ["synthetic", "normals"] in [r.split()[:2] for r in rows] and ["celeba", "Smiling"] in [
+        r.split()[:2] for r in rows
+    ]
+    assert len({r.index(" dense/") if " dense/" in r else r.index(" pooled/") for r in rows}) == 1  # columns line up
     assert "synthetic-default" in out and "unseen: normals, has_cylinder" in out
     (tmp_path / "bad.toml").write_text('name = "x"\n')
     with pytest.raises(SystemExit) as exc:
         tasks_main(["list", "--tasks-dir", str(tmp_path)])
     assert exc.value.code == 2 and "missing field(s)" in capsys.readouterr().err
+
+
+def test_segmentation_targets_are_labels_of_the_logits_size():
+    semseg = load_registry().get("synthetic", ["semseg"])[0]
+    semseg.check_target(torch.zeros(2, 6, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"task 'semseg' \(.*semseg\.toml\): target shape \(2, 1, 4, 4\) .*"
+                       r"expected labels \(2, 4, 4\)"):  # fmt: skip
+        semseg.loss_fn(torch.zeros(2, 6, 4, 4), torch.zeros(2, 1, 4, 4, dtype=torch.long))

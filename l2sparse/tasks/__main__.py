@@ -27,11 +27,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     datasets = [args.dataset] if args.dataset else sorted(reg.tasks)
     if args.dataset and args.dataset not in reg.tasks:
         fail(p.prog, f"no tasks for dataset {args.dataset!r}; datasets with tasks: {', '.join(sorted(reg.tasks))}")
+    rows = [
+        (ds, t.name, f"{t.head}/{t.out_channels}", t.loss, t.metrics, t.description)
+        for ds in datasets
+        for t in reg.tasks[ds].values()
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     print("tasks")
-    for ds in datasets:
-        for t in reg.tasks[ds].values():
-            kind = f"{t.head}/{t.out_channels}"
-            print(f"  {ds:<10} {t.name:<20} {kind:<11} {t.loss:<14} {t.metrics:<13} {t.description}")
+    for row in rows:
+        print("  " + " ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[5]]))
     print("splits")
     for s in sorted(reg.splits.values(), key=lambda s: s.name):
         if args.dataset in (None, s.dataset):

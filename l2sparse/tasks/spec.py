@@ -8,7 +8,7 @@ Task file fields (``tasks/<dataset>/<name>.toml``):
     head = "dense"                  # "dense" (per pixel) or "pooled" (per image)
     out_channels = 1
     loss = "l1_valid"               # a built-in loss, or an importable "package.module:function"
-    metrics = "depth"               # segmentation | depth | normals | binary
+    metrics = "depth"               # segmentation | depth | normals | binary | regression
     description = "..."             # optional
     attributes = ["Smiling"]        # optional: keep only these columns of an attribute target
     classes = "3class"              # optional: a class merge the dataset defines
@@ -63,7 +63,11 @@ def import_object(path: str) -> Callable:
     module, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
     if not module or not attr:
         raise ImportError(f"{path!r} is not 'package.module:function'")
-    return getattr(importlib.import_module(module), attr)
+    try:
+        found = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        raise ImportError(f"{e}; is the folder that holds it on PYTHONPATH?") from e
+    return getattr(found, attr)
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,29 @@ class Task:
 
     @property
     def loss_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
-        return LOSSES[self.loss] if self.loss in LOSSES else import_object(self.loss)
+        """The loss ``(prediction, target) -> scalar``; it first checks the target's shape (``check_target``)."""
+        fn = LOSSES[self.loss] if self.loss in LOSSES else import_object(self.loss)
+
+        def loss(pred: Tensor, target: Tensor) -> Tensor:
+            self.check_target(pred, target)
+            return fn(pred, target)
+
+        return loss
+
+    def check_target(self, pred: Tensor, target: Tensor) -> None:
+        """Raise ``ValueError`` naming the task and its file unless ``target`` fits the head's output ``pred``.
+
+        Segmentation targets are labels ``(B, H, W)`` for logits ``(B, C, H, W)``; every other target has the
+        prediction's shape: ``(B, C, H, W)`` from a dense head, ``(B, C)`` from a pooled one.
+        """
+        want = (pred.shape[0], *pred.shape[2:]) if self.metrics == "segmentation" else tuple(pred.shape)
+        if tuple(target.shape) != tuple(want):
+            labels = f", expected labels {tuple(want)}" if self.metrics == "segmentation" else ""
+            hint = f"; check what transform {self.transform!r} returns" if self.transform else ""
+            raise ValueError(
+                f"task {self.name!r} ({self.source or 'defined in code'}): target shape {tuple(target.shape)} does "
+                f"not fit the head's output {tuple(pred.shape)}{labels}{hint}"
+            )
 
     def new_meter(self):
         return METERS[self.metrics](self.out_channels) if self.metrics == "segmentation" else METERS[self.metrics]()
