@@ -277,9 +277,9 @@ def summarize(values: Sequence[float]) -> dict:
 def meta_test_sampler(cfg: AdaptConfig, targets: Sequence[Task], device: torch.device) -> MetaTestSampler:
     """The tasks' training images (``adapt_size`` from the dataset's adaptation split) and test images
     (``test_size``), as ``run`` draws every init's shots from them, on ``device``."""
+    needed = {t.target for t in targets}
 
     def load(split: str, size: int) -> dict[str, Tensor]:
-        needed = {t.target for t in targets}
         data = make_dataset(cfg.dataset, split, cfg.data_root, cfg.image_size, size, 0, needed)
         return {k: v.to(device) for k, v in data.tensors().items()}
 

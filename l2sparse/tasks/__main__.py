@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     print("tasks")
     for row in rows:
-        print("  " + " ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[5]]))
+        print("  " + " ".join([*(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True)), row[5]]))
     print("splits")
     for s in sorted(reg.splits.values(), key=lambda s: s.name):
         if args.dataset in (None, s.dataset):
