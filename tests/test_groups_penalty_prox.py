@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from l2sparse.sparsity import ProxAdam, ProxSGD, adam_prox_steps, channel_groups, group_norms, penalty, prox, prox_
+from l2sparse.sparsity import ProxAdam, ProxSGD, channel_groups, group_norms, penalty, prox, prox_
 from l2sparse.sparsity.groups import ConvGroups
+from l2sparse.sparsity.optim import momentum_step_scale
 
 
 def conv_bn(weight: torch.Tensor) -> nn.Sequential:
@@ -26,7 +27,7 @@ W = torch.tensor([[3.0, 0.0, 1.0], [4.0, 0.0, 1.0]])  # input-channel columns ha
 def test_input_groups_are_columns_and_penalty_matches_hand_value():
     m = conv_bn(W)
     groups = channel_groups(m, shared="")
-    assert groups == [ConvGroups("0", "0.weight", 1)]
+    assert groups == [ConvGroups("0", "0.weight", 1, normalized=True)]  # a BatchNorm follows the conv
     assert groups[0].group_size(dict(m.named_parameters())) == 2
     torch.testing.assert_close(group_norms(dict(m.named_parameters()), groups[0]), torch.tensor([5.0, 0.0, 2**0.5]))
     # Ω = √2 · (5 + 0 + √2) = 5√2 + 2
@@ -116,15 +117,15 @@ def test_channel_groups_shared_selection():
         channel_groups(model, mode="channel")
 
 
-def test_prox_sgd_is_momentum_sgd_step_then_prox():
+def test_prox_sgd_is_momentum_sgd_step_then_prox_with_the_momentum_step():
     torch.manual_seed(0)
     m = conv_bn(torch.randn(2, 3))
     ref = conv_bn(m[0].weight.detach().view(2, 3))
     groups = channel_groups(m, shared="")
     x = torch.randn(4, 3, 5, 5)
-    opt = ProxSGD(m, groups, lam=0.3, lr=0.1, momentum=0.9)
+    opt = ProxSGD(m, groups, lam=0.3, lr=0.1, momentum=0.9, keep_norms=False)
     buf = {}
-    for _ in range(3):
+    for t in range(1, 4):
         opt.zero_grad()
         m(x).square().mean().backward()
         opt.step()
@@ -134,8 +135,32 @@ def test_prox_sgd_is_momentum_sgd_step_then_prox():
             for name, p in ref.named_parameters():
                 buf[name] = p.grad.clone() if name not in buf else 0.9 * buf[name] + p.grad
                 p -= 0.1 * buf[name]
-        prox_(ref, groups, 0.3, 0.1)
+        prox_(ref, groups, 0.3, 0.1 * (1 - 0.9**t) / (1 - 0.9))  # α_t: how far t steps move under one gradient
     torch.testing.assert_close(m[0].weight, ref[0].weight)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_prox_sgd_converges_to_the_group_lasso_solution_with_and_without_momentum(momentum):
+    """One 1x1 weight, loss ½(w − 1)², λ = 0.5: the group lasso solution is w = 1 − λ = 0.5 (a threshold of plain
+    lr·λ with momentum 0.9 converges to 0.95, the solution for λ(1 − μ))."""
+    m = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False))
+    with torch.no_grad():
+        m[0].weight.fill_(2.0)
+    opt = ProxSGD(m, channel_groups(m, shared=""), lam=0.5, lr=0.05, momentum=momentum)
+    for _ in range(2000):
+        opt.zero_grad()
+        (0.5 * (m[0].weight.sum() - 1) ** 2).backward()
+        opt.step()
+    assert m[0].weight.item() == pytest.approx(0.5, abs=1e-5)
+
+
+def test_momentum_step_scale():
+    assert momentum_step_scale(1, 0.9) == 1.0  # torch's buffer starts at the first gradient
+    assert momentum_step_scale(2, 0.9) == pytest.approx(1.9)
+    assert momentum_step_scale(10**6, 0.9) == pytest.approx(10.0)  # lr / (1 − μ)
+    assert momentum_step_scale(10**6, 0.9, dampening=0.5) == pytest.approx(5.0)
+    assert momentum_step_scale(10**6, 0.9, nesterov=True) == pytest.approx(10.0)
+    assert momentum_step_scale(7, 0.0) == 1.0
 
 
 def test_prox_adam_state_and_lambda_survive_a_state_dict_round_trip():
@@ -163,8 +188,9 @@ def test_prox_adam_state_and_lambda_survive_a_state_dict_round_trip():
 
 def test_negative_lambda_is_rejected():
     m = conv_bn(W)
-    with pytest.raises(ValueError, match="λ ≥ 0"):
-        ProxSGD(m, channel_groups(m, shared=""), lam=-1.0, lr=0.1)
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="finite λ ≥ 0"):
+            ProxSGD(m, channel_groups(m, shared=""), lam=bad, lr=0.1)
 
 
 def test_penalty_on_module_equals_penalty_on_dict():
@@ -179,22 +205,3 @@ def test_prox_names_missing_parameters_and_rejects_negative_step():
         prox({"backbone.c.weight": torch.ones(2, 2, 1, 1)}, g, 0.1, 1.0)
     with pytest.raises(ValueError, match="lr ≥ 0"):
         prox({"c.weight": torch.ones(2, 2, 1, 1)}, g, 0.1, -1.0)
-
-
-def test_prox_adam_uses_the_layers_rms_normalised_adam_step():
-    torch.manual_seed(0)
-    m = conv_bn(torch.randn(2, 3))
-    groups = channel_groups(m, shared="")
-    opt = ProxAdam(m, groups, lam=0.5, lr=0.1)
-    x = torch.randn(8, 3, 4, 4)
-    m(x).square().mean().backward()
-    w_before = m[0].weight.detach().clone()
-    grad = m[0].weight.grad.clone()
-    opt.step()
-    # Adam's first step: v̂ = g², each coordinate moves by lr·sign(g); α = lr / √mean(g²)
-    alpha = 0.1 / (grad.square().mean().sqrt() + 1e-8)
-    torch.testing.assert_close(adam_prox_steps(opt, dict(m.named_parameters()), groups)[0], alpha)
-    moved = w_before - 0.1 * grad.sign()
-    norms = moved.transpose(0, 1).flatten(1).norm(dim=1)
-    expected = moved * torch.relu(1 - alpha * 0.5 * 2**0.5 / norms).view(1, -1, 1, 1)
-    torch.testing.assert_close(m[0].weight.detach(), expected)

@@ -1,23 +1,30 @@
 """Channel-wise group sparsity: groups, penalty, proximal step, report and compaction (pure functions first)."""
 
 from l2sparse.sparsity.compact import compact, max_output_difference
+from l2sparse.sparsity.filter_norms import filter_norms, keep_filter_norms_
 from l2sparse.sparsity.groups import ConvGroups, channel_groups, group_norms
+from l2sparse.sparsity.metric_prox import adam_metric, adam_prox_, metric_prox
+from l2sparse.sparsity.optim import ProxAdam, ProxSGD
 from l2sparse.sparsity.penalty import layer_penalties, penalty
-from l2sparse.sparsity.prox import ProxAdam, ProxSGD, adam_prox_steps, prox, prox_
+from l2sparse.sparsity.prox import prox, prox_
 from l2sparse.sparsity.report import count_macs, count_params, sparsity_report
 
 __all__ = [
     "ConvGroups",
     "ProxAdam",
     "ProxSGD",
-    "adam_prox_steps",
+    "adam_metric",
+    "adam_prox_",
     "channel_groups",
     "compact",
     "count_macs",
     "count_params",
+    "filter_norms",
     "group_norms",
+    "keep_filter_norms_",
     "layer_penalties",
     "max_output_difference",
+    "metric_prox",
     "penalty",
     "prox",
     "prox_",

@@ -35,12 +35,15 @@ class ConvGroups:
         dim: 1 for input-channel groups ``W[:, j]``, 0 for output-channel groups ``W[i]``.
         extras: names of 1-d parameters of length ``C_out`` whose entry ``i`` joins output group ``i``
             (the BatchNorm ``γ`` and ``β``); empty for input-channel groups.
+        normalized: the conv feeds a BatchNorm directly, so the loss does not see the scale of each output filter
+            ``W[i]`` (see [`keep_filter_norms_`][l2sparse.sparsity.filter_norms.keep_filter_norms_]).
     """
 
     layer: str
     weight: str
     dim: int
     extras: tuple[str, ...] = ()
+    normalized: bool = False
 
     def group_size(self, params: Mapping[str, Tensor]) -> int:
         """Number of scalars in one group (the ``size`` in ``√size``)."""
@@ -79,6 +82,7 @@ def channel_groups(model: nn.Module, shared: SharedSpec = "backbone", mode: Grou
         mode: ``"in"`` for input-channel groups, ``"out"`` for output-channel groups with the BatchNorm registered
             right after the conv (when it is a ``BatchNorm2d`` with matching ``num_features``; our ``ConvBNAct``
             blocks always are). A conv without such a BatchNorm gets groups of its filter (and bias) alone.
+            Either way a conv followed by such a BatchNorm is marked ``normalized``.
 
     Returns:
         One [`ConvGroups`][] per shared conv, in module order.
@@ -92,13 +96,14 @@ def channel_groups(model: nn.Module, shared: SharedSpec = "backbone", mode: Grou
         if not isinstance(m, nn.Conv2d) or m.groups != 1 or not is_shared(name):
             continue
         extras: tuple[str, ...] = ()
+        nxt_name, nxt = modules[i + 1] if i + 1 < len(modules) else ("", None)
+        has_bn = isinstance(nxt, nn.BatchNorm2d) and nxt.num_features == m.out_channels
         if mode == "out":
             if m.bias is not None:
                 extras += (f"{name}.bias",)
-            nxt_name, nxt = modules[i + 1] if i + 1 < len(modules) else ("", None)
-            if isinstance(nxt, nn.BatchNorm2d) and nxt.affine and nxt.num_features == m.out_channels:
+            if has_bn and nxt.affine:
                 extras += (f"{nxt_name}.weight", f"{nxt_name}.bias")
-        groups.append(ConvGroups(name, f"{name}.weight", 1 if mode == "in" else 0, extras))
+        groups.append(ConvGroups(name, f"{name}.weight", 1 if mode == "in" else 0, extras, normalized=has_bn))
     if not groups:
         raise ValueError("channel_groups: the shared part of the model has no Conv2d layer to group")
     return groups

@@ -7,7 +7,7 @@ differentiable in λ wherever ``‖W_g‖ ≠ αλ√size``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -47,7 +47,8 @@ def prox(
         groups: the channel groups.
         lam: λ ≥ 0, a scalar or a ``(num_layers,)`` tensor (per-layer λ). Gradients flow into it.
         lr: the step size α of the gradient step this prox follows: a scalar, or a sequence with one step per
-            layer (a scalar or a ``(num_groups,)`` tensor each), e.g. from [`adam_prox_steps`][].
+            layer (a scalar or a ``(num_groups,)`` tensor each). After an Adam step use
+            [`metric_prox`][l2sparse.sparsity.metric_prox.metric_prox] instead.
 
     Returns:
         A new dict: grouped tensors replaced by their thresholded values, all others passed through unchanged.
@@ -74,37 +75,6 @@ def prox(
 
 
 @torch.no_grad()
-def adam_prox_steps(
-    optimizer: torch.optim.Optimizer, params: Mapping[str, Tensor], groups: Sequence[ConvGroups]
-) -> list[Tensor]:
-    """The prox step α after an Adam step, per layer: ``lr / (√mean(v̂) + ε)`` over the layer's grouped scalars.
-
-    Hand-written because the proximal step of an adaptive optimiser has no closed form for group lasso. Adam moves
-    a coordinate by about ``lr·ĝ/√v̂``; normalising by the layer's gradient RMS makes the prox act like an SGD prox
-    on that normalised gradient, so a group survives when its gradient (relative to the layer's RMS) and its own
-    norm outweigh λ√size. With the plain ``lr`` the prox outruns Adam's normalised steps for every group at once
-    past some λ; with a per-element ``lr/√v̂`` a group whose gradients are tiny gets a huge step and dies at once
-    whatever its norm. Layers the optimiser has not stepped yet get ``lr``.
-    """
-    info = {id(p): (pg, optimizer.state.get(p, {})) for pg in optimizer.param_groups for p in pg["params"]}
-    steps = []
-    for g in groups:
-        v_sum, count = 0.0, 0
-        pg = info[id(params[g.weight])][0]
-        for name in (g.weight, *g.extras):
-            group_of, state = info[id(params[name])]
-            if "exp_avg_sq" not in state:
-                break
-            v_sum += float((state["exp_avg_sq"] / (1 - group_of["betas"][1] ** float(state["step"]))).sum())
-            count += state["exp_avg_sq"].numel()
-        else:
-            steps.append(torch.tensor(pg["lr"] / ((v_sum / count) ** 0.5 + pg["eps"])))
-            continue
-        steps.append(torch.tensor(float(pg["lr"])))
-    return steps
-
-
-@torch.no_grad()
 def prox_(
     params: nn.Module | Mapping[str, Tensor],
     groups: Sequence[ConvGroups],
@@ -116,62 +86,3 @@ def prox_(
     new = prox({k: named[k] for g in groups for k in (g.weight, *g.extras)}, groups, lam, lr)
     for k, v in new.items():
         named[k].copy_(v)
-
-
-class _ProxMixin:
-    """After the wrapped optimiser's step, apply the group prox with each parameter's own ``lam``.
-
-    ``model`` names the grouped parameters; ``params`` (default ``model.parameters()``) is what the optimiser
-    updates, e.g. the model's parameters plus a loss-weighting module's. ``lam`` lives in the param groups, so it
-    is saved in ``state_dict()`` and can be changed between steps. The prox step α is the param group's ``lr`` for
-    SGD and the layer's RMS-normalised Adam step ([`adam_prox_steps`][]) for Adam.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        groups: Sequence[ConvGroups],
-        lam: float,
-        lr: float,
-        params: Iterable[Tensor] | Iterable[dict] | None = None,
-        **kwargs,
-    ) -> None:
-        if lam < 0:
-            raise ValueError(f"lam: expected λ ≥ 0, got {lam}")
-        super().__init__(model.parameters() if params is None else params, lr=lr, **kwargs)
-        self.groups = list(groups)
-        self._module = model
-        for pg in self.param_groups:
-            pg.setdefault("lam", lam)
-
-    def _param_groups_of(self, named: Mapping[str, Tensor]) -> list[dict]:
-        """The param group holding each grouped layer's weight, in ``self.groups`` order."""
-        by_id = {id(p): pg for pg in self.param_groups for p in pg["params"]}
-        missing = [g.weight for g in self.groups if id(named[g.weight]) not in by_id]
-        if missing:
-            raise ValueError(f"grouped parameter {missing[0]!r} is not handled by this optimiser")
-        return [by_id[id(named[g.weight])] for g in self.groups]
-
-    def _prox_steps(self, named: Mapping[str, Tensor], pgs: Sequence[dict]) -> list[float] | list[Tensor]:
-        return [pg["lr"] for pg in pgs]
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = super().step(closure)
-        named = dict(self._module.named_parameters())
-        pgs = self._param_groups_of(named)
-        for g, pg, lr in zip(self.groups, pgs, self._prox_steps(named, pgs), strict=True):
-            prox_(named, [g], pg["lam"], [lr])
-        return loss
-
-
-class ProxSGD(_ProxMixin, torch.optim.SGD):
-    """SGD followed by the group prox: ``ProxSGD(model, groups, lam=1e-3, lr=0.1, momentum=0.9)``."""
-
-
-class ProxAdam(_ProxMixin, torch.optim.Adam):
-    """Adam followed by the group prox with the layer's RMS-normalised Adam step as α:
-    ``ProxAdam(model, groups, lam=1e-3, lr=1e-3)``."""
-
-    def _prox_steps(self, named: Mapping[str, Tensor], pgs: Sequence[dict]) -> list[Tensor]:
-        return adam_prox_steps(self, named, self.groups)

@@ -75,3 +75,70 @@ def sparsity_report(model: nn.Module, groups: Sequence[ConvGroups], input_size: 
     if input_size is not None:
         report["macs"] = count_macs(model, input_size)
     return report
+
+
+def _spaces_of(model: nn.Module) -> list:
+    if not hasattr(model, "channel_spaces"):
+        raise TypeError(
+            f"{type(model).__name__} has no channel_spaces() describing its wiring; its MACs cannot be counted"
+        )
+    return model.channel_spaces()
+
+
+@torch.no_grad()
+def conv_areas(model: nn.Module, input_size: Sequence[int]) -> dict[str, int]:
+    """Output pixels ``H_out · W_out`` of every conv in ``model.channel_spaces()`` for one image ``(3, H, W)``,
+    keyed by module name (convs off every task's forward path are left out)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    convs = {id(c): c for s in _spaces_of(model) for c in [*(p for p, _ in s.producers), *s.readers]}
+    area: dict[str, int] = {}
+    hooks = [
+        c.register_forward_hook(lambda m, i, o: area.__setitem__(names[id(m)], o.shape[-2] * o.shape[-1]))
+        for c in convs.values()
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters())
+        model(torch.zeros(1, *input_size, device=param.device, dtype=param.dtype))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return area
+
+
+@torch.no_grad()
+def conv_macs(model: nn.Module, input_size: Sequence[int], areas: dict[str, int] | None = None) -> tuple[int, int]:
+    """``(dense, compact)`` multiply-accumulates of the convs in ``model.channel_spaces()`` on one image.
+
+    The compact count is what [`compact`][l2sparse.sparsity.compact.compact] would leave (channels that no reader
+    reads or no producer writes are gone), computed from the channel masks without building the smaller model, so
+    it is cheap enough to measure after every meta-iteration. ``input_size`` is ``(3, H, W)``; ``areas`` (from
+    [`conv_areas`][l2sparse.sparsity.report.conv_areas]) saves the forward pass that measures output sizes.
+
+    Raises:
+        TypeError: the model does not describe its wiring (no ``channel_spaces()``), so it cannot be counted.
+    """
+    from l2sparse.sparsity.compact import keep_mask
+
+    spaces = _spaces_of(model)
+    areas = conv_areas(model, input_size) if areas is None else areas
+    names = {id(m): n for n, m in model.named_modules()}
+    convs = {id(c): c for s in spaces for c in [*(p for p, _ in s.producers), *s.readers]}
+    n_in = {k: c.in_channels for k, c in convs.items()}
+    n_out = {k: c.out_channels for k, c in convs.items()}
+    for s in spaces:
+        alive = int(keep_mask(s).sum())
+        for c, _ in s.producers:
+            n_out[id(c)] = alive
+        for c in s.readers:
+            n_in[id(c)] = alive
+    dense = compact_ = 0
+    for k, c in convs.items():
+        if names[k] not in areas:  # not on the forward path of any task (a truncated backbone)
+            continue
+        per = c.kernel_size[0] * c.kernel_size[1] * areas[names[k]] // c.groups
+        dense += c.in_channels * c.out_channels * per
+        compact_ += n_in[k] * n_out[k] * per
+    return dense, compact_
