@@ -23,17 +23,35 @@ from l2sparse.tasks import TaskFileError
 from l2sparse.train import compaction_summary
 
 
-def plot_trajectory(log: list[dict], path: Path) -> None:
-    """λ (log scale; one line per layer with per-layer λ) and group sparsity against the meta-iteration."""
+def plot_trajectory(log: list[dict], layers: Sequence[str], path: Path) -> None:
+    """λ (log scale; one line per layer with per-layer λ), group sparsity, and per-layer group sparsity as a heat
+    map (layers × meta-iterations) against the meta-iteration."""
     its = [e["iteration"] for e in log]
-    fig = Figure(figsize=(10, 3.5))
-    ax1, ax2 = fig.subplots(1, 2)
+    fig = Figure(figsize=(15, 3.8))
+    ax1, ax2, ax3 = fig.subplots(1, 3)
     lams = [e["lambda"] if isinstance(e["lambda"], list) else [e["lambda"]] for e in log]
     for i in range(len(lams[0])):
         ax1.plot(its, [v[i] for v in lams], lw=1)
-    ax1.set(xlabel="meta-iteration", ylabel="λ", yscale="log", title="learned λ")
-    ax2.plot(its, [e["group_sparsity"] for e in log], color="tab:red")
-    ax2.set(xlabel="meta-iteration", ylabel="group sparsity", ylim=(0, 1), title="meta-init group sparsity")
+    ax1.set(xlabel="meta-iteration", ylabel="λ", yscale="log", title="λ (learned; × e^ν with a budget)")
+    ax2.plot(its, [e["group_sparsity"] for e in log], color="tab:red", label="group sparsity")
+    if "budget_measured" in log[0]:
+        ax2.plot(its, [e["budget_measured"] for e in log], color="tab:gray", lw=1, label="budget measure")
+        ax2.legend(fontsize=7)
+    ax2.set(xlabel="meta-iteration", ylim=(0, 1), title="meta-init size")
+    grid = [[e["layer_sparsity"][j] for e in log] for j in range(len(layers))]
+    image = ax3.imshow(
+        grid,
+        aspect="auto",
+        vmin=0,
+        vmax=1,
+        cmap="magma",
+        interpolation="nearest",
+        extent=(its[0] - 0.5, its[-1] + 0.5, len(layers) - 0.5, -0.5),
+    )
+    ax3.set_yticks(range(len(layers)))
+    ax3.set_yticklabels([la.removeprefix("backbone.").removesuffix(".conv") for la in layers], fontsize=6)
+    ax3.set(xlabel="meta-iteration", title="group sparsity per layer")
+    fig.colorbar(image, ax=ax3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -55,8 +73,22 @@ def report(trainer: MetaSparsity) -> dict:
         "lambda": trainer.lam.detach().tolist(),
         "lambda_init": cfg.lam_init,
         "lambda_final": trainer.lam.detach().tolist(),
+        "lambda_learned": trainer.rho.detach().exp().tolist(),
         "lambda_trajectory": [e["lambda"] for e in log],
         "group_sparsity_trajectory": [e["group_sparsity"] for e in log],
+        "layer_sparsity_trajectory": {
+            g.layer: [e["layer_sparsity"][j] for e in log] for j, g in enumerate(trainer.groups)
+        },
+        "budget": None
+        if trainer.budget is None
+        else {
+            "kind": trainer.budget.kind,
+            "target": trainer.budget.target,
+            "measured_final": log[-1]["budget_measured"],
+            "nu_final": trainer.nu,
+            "target_trajectory": [e["budget_target"] for e in log],
+            "measured_trajectory": [e["budget_measured"] for e in log],
+        },
         "query_loss_final": {n: sum(v) / len(v) for n, v in query.items() if v},
         "meta_iterations": trainer.iteration,
         "train_time_s": trainer.elapsed,
@@ -84,8 +116,14 @@ def build_parser() -> ArgumentParser:
     add("--lam-init", type=float, default=d.lam_init, help="initial λ (default: %(default)s)")
     add("--fixed-lambda", dest="learn_lambda", action="store_false", help="keep λ at --lam-init (0 allowed)")
     add("--per-layer", action="store_true", help="one λ per backbone layer")
-    add("--budget", type=float, default=None, help="target group sparsity in [0, 1] (optional budget term)")
-    add("--budget-weight", type=float, default=d.budget_weight, help="weight of the budget term (default: %(default)s)")
+    add("--budget", type=float, default=None, help="target group sparsity in [0, 1] of the meta-init (optional)")
+    add("--budget-macs", type=float, default=None, help="target fraction in [0, 1] of the backbone's dense MACs")
+    add(
+        "--budget-ramp",
+        type=float,
+        default=d.budget_ramp,
+        help="fraction of meta-iters over which the budget's target is approached (default: %(default)s)",
+    )
     add("--meta-iters", type=int, default=d.meta_iters, help="meta-iterations (default: %(default)s)")
     add("--meta-batch", type=int, default=d.meta_batch, help="episodes per meta-iteration (default: %(default)s)")
     add("--support", type=int, default=d.support, help="support images per episode (default: %(default)s)")
@@ -114,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     trainer.train(progress=not args.quiet)
     out = Path(args.out)
     rep = report(trainer)
-    plot_trajectory(trainer.log, out / "meta_trajectory.png")
+    plot_trajectory(trainer.log, [g.layer for g in trainer.groups], out / "meta_trajectory.png")
     save_json(rep, out / "report.json")
     print(
         f"λ {cfg.lam_init:.3g} -> {rep['lambda_final']}, group sparsity {rep['sparsity']['group']:.3f}, "

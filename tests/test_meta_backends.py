@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from l2sparse.data.episodes import EpisodeSampler
 from l2sparse.data.synthetic import SyntheticScenes
@@ -16,19 +17,30 @@ BACKENDS = ["torchfunc", "higher"] + (["learn2learn"] if importable("learn2learn
 L2L_ABSENT = "learn2learn is not importable here (it needs torchvision and a Python where its C extensions build)"
 
 
+def smooth(model: nn.Module) -> nn.Module:
+    """Every ReLU replaced by a GELU, so the inner gradients are smooth in the weights."""
+    for m in model.modules():
+        for name, child in m.named_children():
+            if isinstance(child, nn.ReLU):
+                setattr(m, name, nn.GELU())
+    return model
+
+
 @pytest.fixture(scope="module")
 def problem():
-    """A tiny float64 problem: the tiny model, three tasks, one 4+4-image episode at 16 px.
+    """A tiny float64 problem: the tiny model with GELU activations, three tasks with smooth losses (cross-entropy,
+    cosine, BCE), one 4+4-image episode at 16 px. With ReLU and the L1 depth loss, the query loss jumps in ρ once
+    K ≥ 2 (a kink inside an inner gradient), and finite differences only agree by luck.
 
     λ = exp(-0.5) with α = 0.1 puts the prox threshold among the group norms: some groups are zeroed inside the inner
     loop, none sits at the kink, so the loss is differentiable in ρ.
     """
     torch.manual_seed(0)
-    tasks = load_registry().get("synthetic", ["semseg", "depth", "has_sphere"])
+    tasks = load_registry().get("synthetic", ["semseg", "normals", "has_sphere"])
     data = SyntheticScenes("train", 16, 16).tensors()
     data = {k: v.double() if v.is_floating_point() else v for k, v in data.items()}
     episode = EpisodeSampler(data, tasks, 4, 4, subset=3, seed=0).episode()
-    model = create_model("tiny", tasks).double()
+    model = smooth(create_model("tiny", tasks)).double()
     return model, channel_groups(model), episode, tasks
 
 
@@ -50,12 +62,25 @@ def query_loss(problem, cfg: InnerConfig, rho: float) -> float:
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("rho0", [-3.0, -0.5])
 def test_second_order_hypergradient_matches_finite_differences(problem, backend, rho0):
-    cfg = InnerConfig(steps=2, lr=0.1, order="second_order")
+    cfg = InnerConfig(steps=3, lr=0.1, order="second_order")
     _, d_rho, _ = hypergrads(problem, backend, cfg, rho0)
     h = 1e-5
     fd = (query_loss(problem, cfg, rho0 + h) - query_loss(problem, cfg, rho0 - h)) / (2 * h)
     assert abs(fd) > 1e-4, "the construction must give λ a real influence on the query loss"
-    assert abs(d_rho - fd) / abs(fd) <= 1e-4
+    assert abs(d_rho - fd) / abs(fd) <= 1e-6
+
+
+def test_central_differences_converge_at_second_order(problem):
+    """In a smooth setting the error of the central difference falls like h²: halving h quarters it. (Without the
+    GELU and smooth losses it does not, and agreement at one h is luck.)"""
+    cfg = InnerConfig(steps=3, lr=0.1, order="second_order")
+    _, d_rho, _ = hypergrads(problem, "torchfunc", cfg, -0.5)
+
+    def error(h: float) -> float:
+        return abs((query_loss(problem, cfg, -0.5 + h) - query_loss(problem, cfg, -0.5 - h)) / (2 * h) - d_rho)
+
+    ratio = error(2e-2) / error(1e-2)
+    assert 3.5 < ratio < 4.5
 
 
 @pytest.mark.parametrize("order", ["second_order", "first_order", "truncated"])
@@ -82,6 +107,26 @@ def test_first_order_is_the_documented_approximation(problem):
     assert two["first_order"][1] != pytest.approx(two["second_order"][1], rel=1e-3)
     truncated_all = hypergrads(problem, "torchfunc", InnerConfig(2, 0.1, "truncated", truncate=2), -3.0)
     assert truncated_all[1] == pytest.approx(two["second_order"][1], rel=1e-12)  # T = K is exact
+
+
+@pytest.mark.parametrize("rho0", [-3.0, -1.5, -0.5, 0.5])
+def test_the_cheap_lambda_exact_mode_matches_second_order_on_several_rho(problem, rho0):
+    """``truncated`` with T = K − 1 detaches only the first inner gradient, which λ has not touched yet: its dL/dρ is
+    exact (while dL/dθ₀ drops one Hessian term). First order with K = 3 is not, and meta-training refuses it."""
+    exact = hypergrads(problem, "torchfunc", InnerConfig(3, 0.1, "second_order"), rho0)[1]
+    cheap = InnerConfig(3, 0.1, "truncated", truncate=2)
+    assert cheap.lambda_exact and not InnerConfig(3, 0.1, "first_order").lambda_exact
+    assert InnerConfig(1, 0.1, "first_order").lambda_exact
+    assert hypergrads(problem, "torchfunc", cheap, rho0)[1] == pytest.approx(exact, rel=1e-10)
+
+
+def test_meta_training_refuses_a_lambda_gradient_that_is_not_exact():
+    from l2sparse.meta.metasparsity import MetaConfig
+
+    with pytest.raises(ValueError, match="order: first_order with 3 inner steps gives a λ-gradient that ignores"):
+        MetaConfig(order="first_order", inner_steps=3).validate()
+    MetaConfig(order="first_order", inner_steps=3, learn_lambda=False, lam_init=0.01).validate()  # fixed λ: fine
+    MetaConfig(order="truncated", inner_steps=3, truncate=2).validate()
 
 
 def test_inner_loops_leave_batchnorm_running_stats_alone(problem):

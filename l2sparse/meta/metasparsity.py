@@ -4,12 +4,12 @@ One meta-iteration (DESIGN §1):
 
 1. sample a meta-batch of episodes over the split's seen tasks (task subset, support and disjoint query images);
 2. per episode, a differentiable proximal inner loop from the meta-init (any backend);
-3. outer loss = mean query loss (+ an optional budget term); backprop to the meta-init and ρ (λ = exp(ρ));
-4. Adam step on the meta-init and ρ, then the group prox on the meta-init's backbone with the new λ, so the
-   meta-init itself carries the learned sparsity. The prox step of each layer is Adam's step normalised by the
-   layer's gradient RMS ([`adam_prox_steps`][]), so λ keeps the meaning it has after an SGD
-   step. (A fixed step instead gives a cliff: past some λ the prox outruns Adam's normalised steps for every group
-   and the meta-init collapses, whatever its gradients.)
+3. outer loss = mean query loss; backprop to the meta-init and ρ (λ = exp(ρ));
+4. Adam step on the meta-init and ρ, then the exact group prox in Adam's metric on the meta-init's backbone with
+   the new λ ([`adam_prox_`][l2sparse.sparsity.metric_prox.adam_prox_]), so the meta-init itself carries the
+   learned sparsity and a group dies when its own norm and gradients say so;
+5. with a budget ([`Budget`][l2sparse.meta.budget.Budget]), ``λ_eff = exp(ρ + ν)`` everywhere λ acts, with ``ν``
+   solved after each outer step so that the meta-init's prox leaves exactly the scheduled size.
    BatchNorm running statistics of the meta-init are then refreshed from the query images.
 
 Checkpoints are atomic and hold model, ρ, optimiser, sampler state and the log, so ``resume`` continues on exactly
@@ -33,10 +33,10 @@ from l2sparse.data import make_dataset, require_root
 from l2sparse.data.episodes import EpisodeSampler
 from l2sparse.device import DEVICES, resolve_device
 from l2sparse.meta.backends import InnerLoop, get_backend
+from l2sparse.meta.budget import Budget
 from l2sparse.meta.inner import InnerConfig
 from l2sparse.models import check_model, create_model
-from l2sparse.sparsity import ConvGroups, adam_prox_steps, channel_groups, prox_, sparsity_report
-from l2sparse.sparsity.groups import group_matrix
+from l2sparse.sparsity import ConvGroups, adam_prox_, channel_groups, filter_norms, keep_filter_norms_, sparsity_report
 from l2sparse.tasks import Task, load_registry
 
 RESUMABLE_CHANGES = ("meta_iters", "ckpt_every", "device")
@@ -58,11 +58,13 @@ class MetaConfig:
     truncate: int = 1
     outer_lr: float = 1e-3
     lam_lr: float = 0.05
-    lam_init: float = 0.05
+    lam_init: float = 0.1
     learn_lambda: bool = True
     per_layer: bool = False
+    keep_norms: bool = True
     budget: float | None = None
-    budget_weight: float = 1.0
+    budget_macs: float | None = None
+    budget_ramp: float = 0.5
     meta_iters: int = 200
     meta_batch: int = 2
     support: int = 8
@@ -78,10 +80,27 @@ class MetaConfig:
     def inner(self) -> InnerConfig:
         return InnerConfig(self.inner_steps, self.inner_lr, self.order, self.truncate)
 
+    def make_budget(self) -> Budget | None:
+        """The run's size budget (``budget``: group sparsity, ``budget_macs``: MAC fraction), or None."""
+        if not 0 <= self.budget_ramp <= 1:
+            raise ValueError(f"budget-ramp: expected a fraction of meta-iters in [0, 1], got {self.budget_ramp}")
+        ramp = round(self.budget_ramp * self.meta_iters)
+        if self.budget is not None:
+            return Budget(self.budget, "groups", ramp)
+        if self.budget_macs is not None:
+            return Budget(self.budget_macs, "macs", ramp)
+        return None
+
     def validate(self) -> list[Task]:
         """Check every option; returns the split's seen tasks. Raises ``ValueError`` naming the option."""
         require_root(self.dataset, self.data_root)
-        self.inner()
+        inner = self.inner()
+        if self.learn_lambda and not inner.lambda_exact:
+            raise ValueError(
+                f"order: {self.order} with {self.inner_steps} inner steps gives a λ-gradient that ignores how λ "
+                "changes the later inner gradients (it can have the wrong sign); to learn λ use second_order, "
+                "truncated with --truncate ≥ inner-steps − 1, or --inner-steps 1; or keep λ fixed (--fixed-lambda)"
+            )
         get_backend(self.backend)
         registry = load_registry(self.tasks_dir)
         registry.split_of(self.split, self.dataset)
@@ -90,8 +109,13 @@ class MetaConfig:
             raise ValueError(f"lam-init: λ = exp(ρ) must start > 0, got {self.lam_init}")
         if not self.lam_init >= 0:
             raise ValueError(f"lam-init: expected λ ≥ 0, got {self.lam_init}")
-        if self.budget is not None and not 0 <= self.budget <= 1:
-            raise ValueError(f"budget: a target group sparsity in [0, 1], got {self.budget}")
+        if self.budget is not None and self.budget_macs is not None:
+            raise ValueError("budget / budget-macs: give one size target, not both")
+        self.make_budget()
+        if self.budget_macs is not None and not hasattr(check_model(self.model).backbone(), "channel_spaces"):
+            raise ValueError(
+                f"budget-macs: model {self.model!r} does not describe its channel wiring, so its MACs cannot be counted"
+            )
         require_positive(
             self, ("meta_iters", "meta_batch", "support", "query", "image_size", "train_size", "ckpt_every")
         )
@@ -105,34 +129,6 @@ class MetaConfig:
         return registry.seen(self.split)
 
 
-def soft_group_sparsity(
-    model: torch.nn.Module, groups: Sequence[ConvGroups], lam: Tensor, steps: Sequence[Tensor | float]
-) -> Tensor:
-    """A differentiable stand-in for the group sparsity the meta-init's prox produces: the mean over groups of
-    ``sigmoid(3 · log(t_g / ‖W_g‖))`` with ``t_g = α_l · λ · √size`` and ``α_l`` the layer's prox step.
-
-    The log ratio keeps a usable gradient however far the norms are from the threshold (a sigmoid of the difference
-    saturates: with norms 10x the threshold its gradient is ~e^-90 and the budget does nothing). The norms are
-    detached: the budget acts through λ only (its gradients on the weights would inflate Adam's second moments and
-    so shrink the very prox step it relies on).
-    """
-    params = dict(model.named_parameters())
-    lams = lam.expand(len(groups)) if lam.ndim == 0 else lam
-    parts = []
-    for g, lam_l, step in zip(groups, lams, steps, strict=True):
-        thr = step * lam_l * g.group_size(params) ** 0.5
-        norms = torch.linalg.vector_norm(group_matrix(params, g), dim=1).detach()
-        parts.append(torch.sigmoid(3 * (thr.clamp_min(1e-12).log() - norms.clamp_min(1e-12).log())))
-    return torch.cat(parts).mean()
-
-
-def prox_steps(opt: torch.optim.Optimizer, model: torch.nn.Module, groups: Sequence[ConvGroups]) -> list:
-    """The meta-init prox step per layer: the layer's RMS-normalised Adam step (or the plain lr)."""
-    if isinstance(opt, torch.optim.Adam):
-        return adam_prox_steps(opt, dict(model.named_parameters()), groups)
-    return [opt.param_groups[0]["lr"]] * len(groups)
-
-
 def meta_update(
     model: torch.nn.Module,
     groups: Sequence[ConvGroups],
@@ -142,17 +138,21 @@ def meta_update(
     tasks: Sequence[Task],
     inner: InnerConfig,
     opt: torch.optim.Optimizer,
-    budget: tuple[float, float] | None = None,
+    nu: float = 0.0,
+    solve_nu: Callable[[], float] | None = None,
+    filter_norms: dict | None = None,
 ) -> dict:
-    """One outer step on a meta-batch: mean query loss over episodes (each the mean over its tasks), plus
-    ``weight · relu(target − soft sparsity)²`` when ``budget = (target, weight)``; an ``opt`` step on the meta-init
-    and ``rho``; then the prox on the meta-init's groups with ``λ = exp(rho)`` and the layers' Adam prox steps.
+    """One outer step on a meta-batch: the mean query loss over episodes (each the mean over its tasks) with
+    ``λ = exp(rho + nu)`` in the inner loops; an ``opt`` (Adam) step on the meta-init and ``rho``; then the exact
+    group prox of the meta-init in Adam's metric with ``λ = exp(rho + ν)``, where ``ν`` is ``solve_nu()`` after
+    the step (a budget's multiplier) or ``nu``; then, with ``filter_norms``, every output filter of a normalised
+    conv is scaled back to its norm there ([`keep_filter_norms_`][l2sparse.sparsity.filter_norms.keep_filter_norms_]).
 
-    Returns ``{"lambda", "outer_loss", "query_loss": {task: mean over episodes}}``.
+    Returns ``{"lambda", "nu", "outer_loss", "query_loss": {task: mean over episodes}}``.
     """
     by_name = {t.name: t for t in tasks}
     opt.zero_grad(set_to_none=True)
-    lam = rho.exp()
+    lam = (rho + nu).exp()
     per_task: dict[str, list[float]] = {}
     outer = torch.zeros((), device=rho.device)
     for ep in episodes:
@@ -160,16 +160,17 @@ def meta_update(
         outer = outer + sum(losses.values()) / len(losses) / len(episodes)
         for n, v in losses.items():
             per_task.setdefault(n, []).append(v.item())
-    if budget is not None:
-        target, weight = budget
-        soft = soft_group_sparsity(model, groups, lam, prox_steps(opt, model, groups))
-        outer = outer + weight * torch.relu(target - soft) ** 2
     outer.backward()
     opt.step()
-    with torch.no_grad():
-        prox_(model, groups, rho.exp(), prox_steps(opt, model, groups))
+    if solve_nu is not None:
+        nu = solve_nu()
+    lam = (rho.detach() + nu).exp()
+    adam_prox_(model, groups, lam, opt)
+    if filter_norms is not None:
+        keep_filter_norms_(model, filter_norms)
     return {
-        "lambda": rho.detach().exp().tolist(),
+        "lambda": lam.tolist(),
+        "nu": nu,
         "outer_loss": outer.item(),
         "query_loss": {n: sum(v) / len(v) for n, v in per_task.items()},
     }
@@ -219,6 +220,9 @@ class MetaSparsity:
         subset = "all" if cfg.subset == "all" else int(cfg.subset)
         self.sampler = EpisodeSampler(self.data, self.tasks, cfg.support, cfg.query, subset, cfg.meta_batch, cfg.seed)
         self.iteration, self.log, self.elapsed = 0, [], 0.0
+        self.budget = cfg.make_budget()
+        self.nu = 0.0  # the budget's log multiplier of λ (0 without a budget)
+        self.filter_norms = filter_norms(self.model, self.groups) if cfg.keep_norms else None
         if state is not None:
             try:
                 self.model.load_state_dict(state["model"])
@@ -229,16 +233,21 @@ class MetaSparsity:
                 self.rho.copy_(state["rho"])
             self.sampler.load_state_dict(state["sampler"])
             self.iteration, self.log, self.elapsed = state["iteration"], state["log"], state["elapsed_s"]
+            self.nu = state["budget_nu"]
+            if self.budget is not None:  # the schedule of the original run, even if --meta-iters grew
+                self.budget.ramp = state["budget_ramp"]
+            if self.filter_norms is not None:
+                self.filter_norms = {k: v.to(self.device) for k, v in state["filter_norms"].items()}
 
     @property
     def lam(self) -> Tensor:
-        return self.rho.exp()
+        """The effective λ = exp(ρ + ν) that the inner loops and the meta-init's prox use."""
+        return (self.rho + self.nu).exp()
 
     def meta_step(self) -> dict:
         """One meta-iteration; returns its log entry (λ, outer loss, query loss per task, group sparsity)."""
         cfg = self.cfg
         episodes = self.sampler.sample()
-        budget = None if cfg.budget is None else (cfg.budget, cfg.budget_weight)
         entry = meta_update(
             self.model,
             self.groups,
@@ -248,17 +257,30 @@ class MetaSparsity:
             self.tasks,
             cfg.inner(),
             self.opt,
-            budget,
+            self.nu,
+            None
+            if self.budget is None
+            else lambda: self.budget.solve_nu(
+                self.model, self.groups, self.rho, self.opt, self.iteration + 1, cfg.image_size
+            ),
+            self.filter_norms,
         )
+        self.nu = entry["nu"]
         with torch.no_grad():
             self.model.train()
             self.model(torch.cat([ep["test"]["image"] for ep in episodes]), tasks=[t.name for t in self.tasks])
         self.iteration += 1
-        return {
+        report = sparsity_report(self.model, self.groups)
+        entry = {
             "iteration": self.iteration,
             **entry,
-            "group_sparsity": sparsity_report(self.model, self.groups)["group"],
+            "group_sparsity": report["group"],
+            "layer_sparsity": [v["group_sparsity"] for v in report["per_layer"].values()],
         }
+        if self.budget is not None:
+            entry["budget_measured"] = self.budget.measure(self.model, self.groups, cfg.image_size)
+            entry["budget_target"] = self.budget.target_at(self.iteration)
+        return entry
 
     def checkpoint(self, started: float) -> None:
         save_checkpoint(
@@ -272,6 +294,9 @@ class MetaSparsity:
                 "log": self.log,
                 "elapsed_s": self.elapsed + time.perf_counter() - started,
                 "tasks": [t.name for t in self.tasks],
+                "budget_nu": self.nu,
+                "budget_ramp": None if self.budget is None else self.budget.ramp,
+                "filter_norms": self.filter_norms,
             },
             self.ckpt_path,
         )
