@@ -27,7 +27,7 @@ HIGHER_IS_BETTER: dict[str, dict[str, bool]] = {
         "within_22.5": True,
         "within_30": True,
     },
-    "binary": {"accuracy": True, "f1": True},
+    "binary": {"accuracy": True, "f1": True, "balanced_accuracy": True, "auroc": True},
     "regression": {"abs_err": False, "rmse": False},
 }
 """Per metric family: each metric's name and whether higher values are better (the default of a task file)."""
@@ -117,11 +117,37 @@ class NormalMeter:
         }
 
 
+def auroc(scores: Tensor, labels: Tensor) -> float:
+    """Area under the ROC curve of ``scores (N,)`` for boolean ``labels (N,)``: the Mann–Whitney statistic, ties
+    counted one half (average ranks). NaN when one class is absent."""
+    n_pos = int(labels.sum())
+    n_neg = labels.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    order = torch.argsort(scores.double())
+    sorted_scores = scores.double()[order]
+    ranks = torch.empty(len(scores), dtype=torch.float64)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
+    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    mean_rank = ends - (counts.double() - 1) / 2  # average rank of each run of ties
+    ranks[order] = mean_rank[inverse]
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 class BinaryMeter:
-    """Accuracy and F1 of binary predictions (logit > 0) over all elements of the split (micro average)."""
+    """Binary predictions (logit > 0) over a split.
+
+    ``accuracy`` and ``f1`` count every element (micro average). ``balanced_accuracy`` (mean of the true positive
+    and true negative rates) and ``auroc`` (threshold-free, from the logits) are computed per output channel
+    (dim 1: one attribute) and averaged over the channels that have both classes, so a rare attribute is not
+    scored by its majority class. Logits are kept (float32, on the CPU) for the exact AUROC.
+    """
 
     def __init__(self) -> None:
         self.tp = self.fp = self.fn = self.total = self.correct = 0
+        self.scores: list[Tensor] = []
+        self.labels: list[Tensor] = []
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         _same_shape(pred, target, "binary")
@@ -131,13 +157,32 @@ class BinaryMeter:
         self.fn += int((~p & t).sum())
         self.correct += int((p == t).sum())
         self.total += t.numel()
+        channels = pred.shape[1] if pred.ndim > 1 else 1
+        self.scores.append(pred.detach().float().reshape(pred.shape[0], channels, -1).transpose(0, 1).flatten(1).cpu())
+        self.labels.append(t.reshape(t.shape[0], channels, -1).transpose(0, 1).flatten(1).cpu())
 
     def compute(self) -> dict[str, float]:
         denom = 2 * self.tp + self.fp + self.fn
-        return {
+        out = {
             "accuracy": self.correct / self.total if self.total else math.nan,
             "f1": 2 * self.tp / denom if denom else math.nan,
+            "balanced_accuracy": math.nan,
+            "auroc": math.nan,
         }
+        if not self.scores:
+            return out
+        scores, labels = torch.cat(self.scores, dim=1), torch.cat(self.labels, dim=1)
+        balanced, areas = [], []
+        for s, y in zip(scores, labels, strict=True):
+            if y.all() or not y.any():
+                continue
+            hit = s > 0
+            balanced.append(0.5 * ((hit & y).sum() / y.sum() + (~hit & ~y).sum() / (~y).sum()).item())
+            areas.append(auroc(s, y))
+        if areas:
+            out["balanced_accuracy"] = sum(balanced) / len(balanced)
+            out["auroc"] = sum(areas) / len(areas)
+        return out
 
 
 class RegressionMeter:

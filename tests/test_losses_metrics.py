@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from l2sparse.losses import cosine, cross_entropy, get_loss, l1_valid
-from l2sparse.metrics import BinaryMeter, DepthMeter, NormalMeter, RegressionMeter, SegmentationMeter, delta_m
+from l2sparse.metrics import (
+    BinaryMeter,
+    DepthMeter,
+    NormalMeter,
+    RegressionMeter,
+    SegmentationMeter,
+    auroc,
+    delta_m,
+)
 
 
 def test_segmentation_meter_hand_example_with_ignore():
@@ -52,8 +60,42 @@ def test_normal_meter_angles():
 def test_binary_meter_accuracy_and_f1():
     m = BinaryMeter()
     m.update(torch.tensor([2.0, -1.0, 3.0, -2.0]), torch.tensor([1.0, 1.0, 0.0, 0.0]))
-    # tp 1, fp 1, fn 1, tn 1
-    assert m.compute() == {"accuracy": 0.5, "f1": 0.5}
+    # tp 1, fp 1, fn 1, tn 1; the positives' logits (2, −1) beat the negatives' (3, −2) in 2 of 4 pairs
+    assert m.compute() == {"accuracy": 0.5, "f1": 0.5, "balanced_accuracy": 0.5, "auroc": 0.5}
+
+
+def test_balanced_accuracy_and_auroc_score_a_rare_class_by_its_own_rates():
+    """90 negatives, 10 positives; always predicting "negative" is 90% accurate but 50% balanced accurate."""
+    target = torch.zeros(100, 1)
+    target[:10] = 1
+    m = BinaryMeter()
+    m.update(torch.full((100, 1), -1.0), target)
+    got = m.compute()
+    assert got["accuracy"] == pytest.approx(0.9) and got["balanced_accuracy"] == pytest.approx(0.5)
+    assert got["auroc"] == pytest.approx(0.5)  # all scores tied: half credit
+    ranked = BinaryMeter()
+    ranked.update(torch.linspace(1, -1, 100)[:, None], target)  # every positive above every negative
+    assert ranked.compute()["auroc"] == pytest.approx(1.0)
+
+
+def test_auroc_agrees_with_the_pairwise_definition():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 6, (60,), generator=g).float()  # many ties
+    labels = torch.rand(60, generator=g) < 0.3
+    pos, neg = scores[labels], scores[~labels]
+    pairs = (pos[:, None] > neg[None]).double() + 0.5 * (pos[:, None] == neg[None]).double()
+    assert auroc(scores, labels) == pytest.approx(pairs.mean().item())
+    assert math.isnan(auroc(scores, torch.zeros(60, dtype=torch.bool)))
+
+
+def test_multi_column_binary_metrics_average_over_columns():
+    m = BinaryMeter()
+    pred = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [1.0, 1.0], [-1.0, -1.0]])
+    target = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+    m.update(pred, target)
+    got = m.compute()
+    # column 0 is perfect (AUROC 1); column 1: positive 1.0 vs negatives (−1, 1, −1) -> 2.5 / 3
+    assert got["auroc"] == pytest.approx((1.0 + 2.5 / 3) / 2)
 
 
 def test_losses_ignore_invalid_targets():

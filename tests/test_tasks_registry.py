@@ -121,7 +121,7 @@ def test_a_transform_derives_a_new_target_everywhere_the_task_is_used(tmp_path, 
     assert torch.equal(episode["near"], (batch["depth"] < 3).float())
     assert 0 < episode["near"].mean() < 1
     report = train_tiny(tmp_path, ["near", "semseg"])
-    assert set(report["metrics"]["near"]) == {"accuracy", "f1", "loss"}
+    assert set(report["metrics"]["near"]) == {"accuracy", "f1", "balanced_accuracy", "auroc", "loss"}
     assert 0 <= report["metrics"]["near"]["accuracy"] <= 1
 
 

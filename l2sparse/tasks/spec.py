@@ -13,6 +13,7 @@ Task file fields (``tasks/<dataset>/<name>.toml``):
     attributes = ["Smiling"]        # optional: keep only these columns of an attribute target
     classes = "3class"              # optional: a class merge the dataset defines
     transform = "pkg.mod:function"  # optional: derive a new target from the dataset's, (B, ...) -> (B, ...)
+    primary = "abs_err"             # optional: the metric tables and Δm use (default: the family's first)
     [higher_is_better]              # optional: per metric, defaults to the metric family's
     abs_err = false
 
@@ -48,6 +49,7 @@ TASK_FIELDS = {
     "attributes": list,
     "classes": str,
     "transform": str,
+    "primary": str,
     "higher_is_better": dict,
 }
 REQUIRED_TASK_FIELDS = ("name", "dataset", "target", "head", "out_channels", "loss", "metrics")
@@ -91,6 +93,12 @@ class Task:
     lut: tuple[int, ...] | None = None
     transform: str = ""
     source: str = ""
+    primary: str = ""
+
+    @property
+    def primary_metric(self) -> str:
+        """The metric that tables and Δm report: ``primary`` from the file, else the family's first metric."""
+        return self.primary or next(iter(self.higher_is_better))
 
     @property
     def loss_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
@@ -190,6 +198,10 @@ def parse_task(raw: Mapping, where: str, attribute_names: Sequence[str], merges:
         names = ", ".join(METRIC_NAMES[raw["metrics"]])
         raise TaskFileError(f"{where}: higher_is_better takes true/false for {names}; got {bad or given}")
     hib.update(given)
+    if "primary" in raw and raw["primary"] not in hib:
+        raise TaskFileError(
+            f"{where}: unknown primary metric {raw['primary']!r}; valid for {raw['metrics']!r}: {', '.join(hib)}"
+        )
     select = None
     if "attributes" in raw:
         unknown = [a for a in raw["attributes"] if a not in attribute_names]
@@ -216,6 +228,7 @@ def parse_task(raw: Mapping, where: str, attribute_names: Sequence[str], merges:
         lut=lut,
         transform=raw.get("transform", ""),
         source=where,
+        primary=raw.get("primary", ""),
     )
 
 
