@@ -21,6 +21,7 @@ Meta-trained and fixed-λ inits are cached under ``--cache-dir`` (default ``$L2S
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -43,6 +44,7 @@ from l2sparse.data import DataError, get_dataset, make_dataset, require_root
 from l2sparse.data.episodes import MetaTestSampler
 from l2sparse.device import DEVICES, resolve_device
 from l2sparse.meta.metasparsity import MetaConfig, MetaSparsity
+from l2sparse.metrics import delta_m
 from l2sparse.models import backbone_state, check_model, create_model
 from l2sparse.sparsity import channel_groups, compact, count_macs, count_params, sparsity_report
 from l2sparse.sparsity.groups import ConvGroups, group_matrix
@@ -73,9 +75,11 @@ class AdaptConfig:
     adapt_size: int = 200
     test_size: int = 200
     meta_iters: int = 100
-    lam_init: float = 0.05
+    lam_init: float = 0.1
     budget: float | None = None
-    lam_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1])
+    budget_macs: float | None = None
+    budget_ramp: float = 0.5
+    lam_grid: list[float] = field(default_factory=lambda: [0.03, 0.1, 0.3])
     fixed_steps: int = 300
     eval_every: int = 25
     inits: list[str] = field(default_factory=lambda: list(INITS))
@@ -105,8 +109,10 @@ class AdaptConfig:
         unknown = [i for i in self.inits if i not in INITS]
         if unknown or not self.inits:
             raise ValueError(f"inits: expected a non-empty selection of {', '.join(INITS)}, got {self.inits}")
-        if not self.lam_grid or min(self.lam_grid) < 0:
-            raise ValueError(f"lam-grid: expected λ values ≥ 0, got {self.lam_grid}")
+        if not self.lam_grid or not all(0 <= lam < float("inf") for lam in self.lam_grid):
+            raise ValueError(f"lam-grid: expected finite λ values ≥ 0, got {self.lam_grid}")
+        if "meta_sparse" in self.inits and self.checkpoint is None:
+            meta_config(self, learn=True).make_budget()  # a bad budget fails here, before any training
         resolve_device(self.device)
         return reg.seen(self.split), targets
 
@@ -129,6 +135,8 @@ def meta_config(cfg: AdaptConfig, learn: bool) -> MetaConfig:
         lam_init=cfg.lam_init if learn else 0.0,
         learn_lambda=learn,
         budget=cfg.budget if learn else None,
+        budget_macs=cfg.budget_macs if learn else None,
+        budget_ramp=cfg.budget_ramp,
         meta_iters=cfg.meta_iters,
         image_size=cfg.image_size,
         train_size=cfg.train_size,
@@ -158,7 +166,10 @@ def checkpoint_init(cfg: AdaptConfig, path: str) -> tuple[dict[str, Tensor], dic
 
 
 def fixed_lambda_init(cfg: AdaptConfig, seen: Sequence[Task], progress: bool) -> tuple[dict[str, Tensor], dict]:
-    """The fixed-λ trainer on the seen tasks for every λ of the grid; the lowest mean validation loss wins."""
+    """The fixed-λ trainer on the seen tasks for every λ of the grid; the lowest mean validation loss wins.
+
+    It trains with ``ProxAdam`` at the meta-init's outer learning rate, whose λ is the meta-sparse init's λ (both
+    relative to the layer's gradient scale, both on the mean task loss), so the λ columns compare."""
     runs = {}
     for lam in cfg.lam_grid:
         tcfg = TrainConfig(
@@ -168,6 +179,8 @@ def fixed_lambda_init(cfg: AdaptConfig, seen: Sequence[Task], progress: bool) ->
             tasks_dir=cfg.tasks_dir,
             model=cfg.model,
             lam=lam,
+            optimizer="adam",
+            lr=MetaConfig.outer_lr,
             steps=cfg.fixed_steps,
             image_size=cfg.image_size,
             train_size=cfg.train_size,
@@ -209,10 +222,6 @@ def zero_group_masks(model: nn.Module, groups: Sequence[ConvGroups]) -> dict[str
     return masks
 
 
-def primary_metric(task: Task) -> str:
-    return next(iter(task.higher_is_better))
-
-
 def adapt_task(
     cfg: AdaptConfig,
     backbone: Mapping[str, Tensor],
@@ -234,12 +243,12 @@ def adapt_task(
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     train_b, test_b = episode["train"], episode["test"]
     test_data = {"image": test_b["image"], task.target: test_b[task.name]}
-    # the task's target is already selected and merged: evaluate with an identity view of the task
-    plain = Task(task.name, task.dataset, task.target, task.head, task.out_channels, task.loss, task.metrics)
+    # the task's target is already selected, merged and transformed: evaluate with an identity view of the task
+    plain = dataclasses.replace(task, select=None, lut=None, transform="")
     n = len(train_b["image"])
     g = torch.Generator().manual_seed(seed)
     curve = []
-    metric = primary_metric(task)
+    metric = task.primary_metric
     model.train()
     for step in range(1, cfg.steps + 1):
         idx = torch.randint(n, (min(cfg.batch_size, n),), generator=g).to(device)
@@ -359,15 +368,47 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
             }
         report["inits"][name] = result
     bar.close()
+    report["summary"] = summarize_inits(report, targets)
     report["time_s"] = time.perf_counter() - started
     report["table"] = markdown_table(report, targets)
+    report["headline"] = headline(report)
     write_outputs(report, targets, out)
     return report
 
 
+def summarize_inits(report: dict, targets: Sequence[Task]) -> dict:
+    """Per init, over the unseen tasks' primary metrics, seed by seed (the seeds share their images across inits):
+    ``delta_m`` (LibMTL's Δm in percent against the ``baseline`` init, ``random`` when it was run, else the first;
+    positive = better) and, when every task has the same primary metric, ``mean_primary``; each as mean ± std over
+    seeds. ``{"baseline": name, "metric": name or None, "inits": {init: {...}}}``."""
+    names = list(report["inits"])
+    baseline = "random" if "random" in names else names[0]
+    metric = targets[0].primary_metric if len({t.primary_metric for t in targets}) == 1 else None
+    hib = {t.name: {t.primary_metric: t.higher_is_better[t.primary_metric]} for t in targets}
+    seeds = len(report["inits"][baseline]["results"][targets[0].name]["metrics"][targets[0].primary_metric]["values"])
+
+    def values(init: str, seed: int) -> dict[str, dict[str, float]]:
+        res = report["inits"][init]["results"]
+        return {t.name: {t.primary_metric: res[t.name]["metrics"][t.primary_metric]["values"][seed]} for t in targets}
+
+    out: dict = {"baseline": baseline, "metric": metric, "inits": {}}
+    for name in names:
+        per_seed = [values(name, s) for s in range(seeds)]
+        entry = {"delta_m": summarize([delta_m(v, values(baseline, s), hib) for s, v in enumerate(per_seed)])}
+        if metric is not None:
+            entry["mean_primary"] = summarize([statistics.fmean(m[metric] for m in v.values()) for v in per_seed])
+        out["inits"][name] = entry
+    return out
+
+
 def markdown_table(report: dict, targets: Sequence[Task]) -> str:
-    """Rows: inits; columns: each task's primary metric (mean ± std over seeds), sparsity, size, latency."""
-    heads = [f"{t.name} {primary_metric(t)} ({'↑' if t.higher_is_better[primary_metric(t)] else '↓'})" for t in targets]
+    """Rows: inits; columns: each task's primary metric (mean ± std over seeds), their mean (when the tasks share
+    one primary metric), Δm against the baseline init, sparsity, size, latency."""
+    summary = report["summary"]
+    heads = [f"{t.name} {t.primary_metric} ({'↑' if t.higher_is_better[t.primary_metric] else '↓'})" for t in targets]
+    if summary["metric"] is not None:
+        heads.append(f"mean {summary['metric']}")
+    heads.append(f"Δm vs {summary['baseline']} (%)")
     lines = [
         "| init | λ | " + " | ".join(heads) + " | group sparsity | params (compact) | MACs (compact) | latency ms |",
         "|---" * (len(heads) + 6) + "|",
@@ -377,13 +418,32 @@ def markdown_table(report: dict, targets: Sequence[Task]) -> str:
         lam_s = "–" if lam is None else f"{lam:.3g}" if isinstance(lam, float) else f"{max(lam):.3g} (max)"
         cells = []
         for t in targets:
-            m = r["results"][t.name]["metrics"][primary_metric(t)]
+            m = r["results"][t.name]["metrics"][t.primary_metric]
             cells.append(f"{m['mean']:.3f} ± {m['std']:.3f}")
+        s = summary["inits"][name]
+        if "mean_primary" in s:
+            cells.append(f"{s['mean_primary']['mean']:.3f} ± {s['mean_primary']['std']:.3f}")
+        cells.append(f"{s['delta_m']['mean']:+.1f} ± {s['delta_m']['std']:.1f}")
         lines.append(
             f"| {name} | {lam_s} | " + " | ".join(cells) + f" | {r['sparsity']['group']:.1%} | "
             f"{r['params']['compact']} | {r['macs']['compact'] / 1e6:.2f}M | {r['latency_ms']['compact']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def headline(report: dict) -> str:
+    """One line on what the table shows: each init's Δm (mean ± std over seeds) and its compact size."""
+    summary = report["summary"]
+    parts = []
+    for name, r in report["inits"].items():
+        if name == summary["baseline"]:
+            continue
+        d = summary["inits"][name]["delta_m"]
+        parts.append(
+            f"{name} {d['mean']:+.1f} ± {d['std']:.1f}% ({r['sparsity']['group']:.0%} groups zero, "
+            f"{r['params']['compact'] / r['params']['dense']:.0%} of the parameters)"
+        )
+    return f"Δm vs {summary['baseline']} over the unseen tasks: " + "; ".join(parts)
 
 
 def write_outputs(report: dict, targets: Sequence[Task], out: Path) -> None:
@@ -394,7 +454,7 @@ def write_outputs(report: dict, targets: Sequence[Task], out: Path) -> None:
         for name, r in report["inits"].items():
             curve = r["results"][t.name]["curve"]
             ax.plot([s for s, _ in curve], [v for _, v in curve], marker="o", ms=3, label=name)
-        ax.set(title=t.name, xlabel="adaptation step", ylabel=primary_metric(t))
+        ax.set(title=t.name, xlabel="adaptation step", ylabel=t.primary_metric)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "adaptation_curves.png", dpi=100)
@@ -413,7 +473,7 @@ def write_outputs(report: dict, targets: Sequence[Task], out: Path) -> None:
     fig.savefig(out / "layer_sparsity.png", dpi=100)
     (out / "report.md").write_text(
         f"# Unseen-task adaptation ({report['dataset']}, split {report['split']}"
-        f"{', synthetic data' if report['synthetic_data'] else ''})\n\n{report['table']}\n"
+        f"{', synthetic data' if report['synthetic_data'] else ''})\n\n{report['table']}\n\n{report['headline']}\n"
     )
     save_json(report, out / "report.json")
 
@@ -442,7 +502,9 @@ def build_parser() -> ArgumentParser:
         "--meta-iters", type=int, default=d.meta_iters, help="meta-iterations of both meta inits (default: %(default)s)"
     )
     add("--lam-init", type=float, default=d.lam_init, help="initial λ of meta-sparsity (default: %(default)s)")
-    add("--budget", type=float, default=None, help="target group sparsity of the meta-sparse init (budget term)")
+    add("--budget", type=float, default=None, help="target group sparsity in [0, 1] of the meta-sparse init")
+    add("--budget-macs", type=float, default=None, help="target fraction in [0, 1] of the dense backbone's MACs")
+    add("--budget-ramp", type=float, default=d.budget_ramp, help="fraction of meta-iters to reach the budget")
     add("--lam-grid", default=",".join(map(str, d.lam_grid)), help="fixed-λ grid (default: %(default)s)")
     add("--fixed-steps", type=int, default=d.fixed_steps, help="fixed-λ training steps (default: %(default)s)")
     add("--eval-every", type=int, default=d.eval_every, help="steps between curve points (default: %(default)s)")
@@ -473,6 +535,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     except (ValueError, CheckpointError, DataError, TaskFileError) as e:
         fail(parser.prog, str(e))
     print(report["table"])
+    print(report["headline"])
     print(f"report: {Path(args.out) / 'report.json'}")
     return report
 

@@ -1,0 +1,131 @@
+"""Learned λ against the grid it replaces: the "Less is More" search and one meta-sparsity run, side by side.
+
+    python benchmarks/lambda_search.py                                  # synthetic-default, tiny, 32 px
+    python benchmarks/lambda_search.py --dataset celeba --data-root ../shared/data/celeba_hq_64 --split celeba-faces
+
+Grid side: the fixed-λ trainer (``ProxAdam``, lr 1e-3, the seen tasks' mean loss) for every λ of a log grid and
+``--trials`` seeds each; per λ the mean validation loss (mean ± std over trials) and group sparsity; the grid's best
+λ is the one with the lowest mean validation loss. Meta side: one meta-sparsity run on the same images (λ learned
+from ``--lam-init``, no budget), then the fixed-λ trainer at the learned λ with the same trials, so both λ are
+judged by the same validation loss. λ means the same on both sides: both average the task losses and both measure
+λ relative to each layer's gradient scale (``l2sparse.sparsity.adam_prox_``). Wall times: the grid's total, and the
+meta run's (the search) next to the evaluation trials. The test split is never used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from l2sparse.meta.metasparsity import MetaConfig, MetaSparsity
+from l2sparse.train import TrainConfig, train
+
+
+def fixed(args: argparse.Namespace, lam: float, seed: int, out: Path) -> dict:
+    cfg = TrainConfig(
+        dataset=args.dataset,
+        split=args.split,
+        data_root=args.data_root,
+        model=args.model,
+        lam=lam,
+        optimizer="adam",
+        lr=1e-3,
+        steps=args.steps,
+        image_size=args.image_size,
+        train_size=args.train_size,
+        test_size=args.val_size,
+        eval_split="val",
+        seed=seed,
+        device="cpu",
+    )
+    rep = train(cfg, out, progress=False)
+    return {
+        "val_loss": statistics.fmean(m["loss"] for m in rep["metrics"].values()),
+        "sparsity": rep["sparsity"]["group"],
+    }
+
+
+def trials(args: argparse.Namespace, lam: float, work: Path) -> tuple[list[dict], float]:
+    started = time.perf_counter()
+    runs = [fixed(args, lam, seed, work / f"lam{lam:g}-seed{seed}") for seed in range(args.trials)]
+    return runs, time.perf_counter() - started
+
+
+def row(name: str, lam: float, runs: list[dict], seconds: float) -> str:
+    loss = [r["val_loss"] for r in runs]
+    sparsity = statistics.fmean(r["sparsity"] for r in runs)
+    return (
+        f"{name:>9} {lam:9.4f} {statistics.fmean(loss):8.4f} ± {statistics.stdev(loss):6.4f} "
+        f"{sparsity:9.1%} {seconds:8.1f}"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="synthetic")
+    p.add_argument("--split", default="synthetic-default")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--grid", default="0.01,0.03,0.1,0.3,1")
+    p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--steps", type=int, default=600, help="fixed-λ steps per trial")
+    p.add_argument("--meta-iters", type=int, default=300)
+    p.add_argument("--lam-init", type=float, default=0.1)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--train-size", type=int, default=1000)
+    p.add_argument("--val-size", type=int, default=500)
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    grid = [float(v) for v in args.grid.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="l2sparse-lambda-search-"))
+
+    lines, results, grid_seconds = [], {}, 0.0
+    for lam in grid:
+        runs, seconds = trials(args, lam, work)
+        results[lam], grid_seconds = runs, grid_seconds + seconds
+        lines.append(row("grid", lam, runs, seconds))
+    best = min(grid, key=lambda lam: statistics.fmean(r["val_loss"] for r in results[lam]))
+
+    started = time.perf_counter()
+    meta = MetaSparsity(
+        MetaConfig(
+            dataset=args.dataset,
+            split=args.split,
+            data_root=args.data_root,
+            model=args.model,
+            lam_init=args.lam_init,
+            meta_iters=args.meta_iters,
+            image_size=args.image_size,
+            train_size=args.train_size,
+            device="cpu",
+        ),
+        work / "meta",
+    )
+    meta.train(progress=False)
+    search_seconds = time.perf_counter() - started
+    learned = float(meta.lam)
+    runs, eval_seconds = trials(args, learned, work)
+
+    best_loss = [r["val_loss"] for r in results[best]]
+    learned_loss = statistics.fmean(r["val_loss"] for r in runs)
+    print(f"data {args.dataset}/{args.split}, model {args.model}, {args.image_size} px, {args.trials} trials per λ")
+    print(f"{'':>9} {'λ':>9} {'val loss (mean ± std)':>21} {'sparsity':>9} {'seconds':>8}")
+    print("\n".join(lines))
+    print(row("grid best", best, results[best], 0.0))
+    print(row("learned", learned, runs, eval_seconds))
+    print(f"meta-sparsity run: λ {args.lam_init:g} -> {learned:.4f} in {search_seconds:.1f} s "
+          f"(meta-init group sparsity {meta.log[-1]['group_sparsity']:.1%})")  # fmt: skip
+    gap = (learned_loss - statistics.fmean(best_loss)) / statistics.stdev(best_loss)
+    print(f"learned vs grid best: validation loss gap {gap:+.2f} std of the grid best's trials (target ≤ 1)")
+    print(f"search compute: meta run / grid = {search_seconds:.1f} / {grid_seconds:.1f} s = "
+          f"{search_seconds / grid_seconds:.2f} (target ≤ 0.33); with the learned λ's evaluation trials: "
+          f"{(search_seconds + eval_seconds) / grid_seconds:.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
