@@ -31,6 +31,22 @@ def test_report_and_plot(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
+def test_sparsity_is_learned_gradually_not_a_first_step_collapse(tmp_path):
+    """A strong λ from a dense random init: no group dies in the first meta-iteration, groups then die a few at a
+    time while λ keeps moving, and no layer is emptied in one step (the former per-layer prox step zeroed whole
+    residual convs at iteration 1 and froze the pattern)."""
+    run(tmp_path / "m", "--meta-iters", "12", "--lam-init", "10", "--train-size", "64")
+    rep = json.loads((tmp_path / "m" / "report.json").read_text())
+    groups = rep["group_sparsity_trajectory"]
+    layers = rep["layer_sparsity_trajectory"]
+    assert groups[0] < 0.05
+    assert groups[3] < groups[7] < groups[-1] and groups[-1] > 0.25
+    assert len(set(rep["lambda_trajectory"])) == 12  # λ is learned: it moves at every iteration
+    for name, trajectory in layers.items():
+        for before, after in zip(trajectory, trajectory[1:]):
+            assert not (before < 0.5 and after == 1.0), f"{name} emptied in one meta-iteration: {before} -> {after}"
+
+
 def test_per_layer_lambda_and_other_backends_run(tmp_path):
     rep = run(tmp_path / "p", "--meta-iters", "2", "--per-layer", "--backend", "higher", "--order", "truncated",
               "--inner-steps", "2", "--truncate", "1")  # fmt: skip

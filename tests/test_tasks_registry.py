@@ -184,6 +184,7 @@ def test_a_regression_target_trains_and_a_misshapen_one_names_the_task(tmp_path,
         (BRIGHTNESS + "[higher_is_better]\nspeed = true\n", "higher_is_better takes true/false for abs_err, rel_err"),
         ('name = "x"\ndataset = [\n', "not valid TOML"),
         (BRIGHTNESS + 'transform = "nowhere:near"\n', "transform 'nowhere:near' is not importable"),
+        (BRIGHTNESS + 'primary = "auroc"\n', "unknown primary metric 'auroc'; valid for 'depth': abs_err, rel_err"),
     ],
 )
 def test_bad_task_files_name_the_file_and_the_problem(tmp_path, monkeypatch, text, message):
@@ -240,3 +241,28 @@ def test_segmentation_targets_are_labels_of_the_logits_size():
     with pytest.raises(ValueError, match=r"task 'semseg' \(.*semseg\.toml\): target shape \(2, 1, 4, 4\) .*"
                        r"expected labels \(2, 4, 4\)"):  # fmt: skip
         semseg.loss_fn(torch.zeros(2, 6, 4, 4), torch.zeros(2, 1, 4, 4, dtype=torch.long))
+
+
+def test_a_task_file_names_its_primary_metric(tmp_path, monkeypatch):
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "my_losses.py").write_text(CUSTOM_LOSS)
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    mean_depth = BRIGHTNESS.replace('target = "brightness"', 'target = "depth"')
+    (tmp_path / "mean_depth.toml").write_text(mean_depth + 'primary = "rel_err"\n')
+    reg = load_registry(tmp_path)
+    assert reg.get("synthetic", ["brightness"])[0].primary_metric == "rel_err"
+    assert reg.get("synthetic", ["depth"])[0].primary_metric == "abs_err"  # no primary: the family's first metric
+    assert reg.get("celeba", ["Mustache"])[0].primary_metric == "auroc"
+
+
+def test_an_unknown_primary_metric_stops_a_command_before_it_writes(tmp_path, capsys):
+    from l2sparse.adapt import main as adapt_main
+
+    (tmp_path / "tasks").mkdir()
+    bad = BRIGHTNESS.replace('"brightness"', '"depth"').replace("my_losses:brightness_loss", "l1_valid")
+    (tmp_path / "tasks" / "bad.toml").write_text(bad.replace('name = "depth"', 'name = "bad"') + 'primary = "f1"\n')
+    with pytest.raises(SystemExit) as exc:
+        adapt_main(["--tasks-dir", str(tmp_path / "tasks"), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "bad.toml: unknown primary metric 'f1'" in err[0]
+    assert not (tmp_path / "out").exists()
