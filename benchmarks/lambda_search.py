@@ -65,7 +65,9 @@ def row(name: str, lam: float, runs: list[dict], seconds: float) -> str:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Run both sides, print the table; returns the per-λ trials, the grid's best λ, the learned λ and its trials,
+    and the wall times (seconds) of the grid, the meta run and the learned λ's evaluation trials."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="synthetic")
     p.add_argument("--split", default="synthetic-default")
@@ -79,7 +81,7 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--train-size", type=int, default=1000)
     p.add_argument("--val-size", type=int, default=500)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.set_num_threads(2)
     grid = [float(v) for v in args.grid.split(",")]
     work = Path(tempfile.mkdtemp(prefix="l2sparse-lambda-search-"))
@@ -108,7 +110,7 @@ def main() -> None:
     )
     meta.train(progress=False)
     search_seconds = time.perf_counter() - started
-    learned = float(meta.lam)
+    learned = float(meta.lam.detach())
     runs, eval_seconds = trials(args, learned, work)
 
     best_loss = [r["val_loss"] for r in results[best]]
@@ -125,6 +127,15 @@ def main() -> None:
     print(f"search compute: meta run / grid = {search_seconds:.1f} / {grid_seconds:.1f} s = "
           f"{search_seconds / grid_seconds:.2f} (target ≤ 0.33); with the learned λ's evaluation trials: "
           f"{(search_seconds + eval_seconds) / grid_seconds:.2f}")  # fmt: skip
+    return {
+        "grid": results,
+        "best": best,
+        "learned": learned,
+        "learned_runs": runs,
+        "grid_seconds": grid_seconds,
+        "search_seconds": search_seconds,
+        "eval_seconds": eval_seconds,
+    }
 
 
 if __name__ == "__main__":

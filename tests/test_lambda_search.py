@@ -1,0 +1,30 @@
+"""``benchmarks/lambda_search.py``: the grid side and the learned side are run on the same data and judged alike."""
+
+import importlib.util
+import statistics
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "lambda_search.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("lambda_search", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lambda_search_compares_the_learned_lambda_with_the_grid_best(capsys):
+    args = ["--grid", "0.01,100", "--trials", "2", "--steps", "4", "--meta-iters", "2", "--lam-init", "0.5"]
+    out = load_script().main([*args, "--image-size", "16", "--train-size", "32", "--val-size", "16"])
+    printed = capsys.readouterr().out
+    assert sorted(out["grid"]) == [0.01, 100.0] and all(len(runs) == 2 for runs in out["grid"].values())
+    means = {lam: statistics.fmean(r["val_loss"] for r in runs) for lam, runs in out["grid"].items()}
+    assert out["best"] == min(means, key=means.get)
+    # λ = 100 is far past every group's gradient: the fixed-λ trainer zeroes more groups than at λ = 0.01
+    sparsity = {lam: statistics.fmean(r["sparsity"] for r in runs) for lam, runs in out["grid"].items()}
+    assert sparsity[100.0] > sparsity[0.01]
+    assert out["learned"] != 0.5 and len(out["learned_runs"]) == 2  # λ moved, and was judged by the same trials
+    assert out["grid_seconds"] > 0 and out["search_seconds"] > 0
+    for label in ("grid best", "learned", "meta-sparsity run: λ 0.5 ->", "search compute: meta run / grid"):
+        assert label in printed
