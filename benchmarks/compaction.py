@@ -1,7 +1,7 @@
 """Dense vs compacted latency of a group-sparse model, measured side by side in one run.
 
     python benchmarks/compaction.py                  # tiny model, trained with the fixed-λ trainer
-    python benchmarks/compaction.py --lam 0.15 --group-mode in --steps 600 --batch-sizes 1,16
+    python benchmarks/compaction.py --lam 0.2 --group-mode in --steps 600 --batch-sizes 1,16
 
 Trains the model with group sparsity (``l2sparse.train``), compacts it, checks the outputs agree, then times
 both models alternately with ``torch.utils.benchmark`` on the same inputs and prints the ratio, for the whole
@@ -38,7 +38,7 @@ def median_time(fn, x: torch.Tensor, min_run_time: float) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="tiny")
-    p.add_argument("--lam", type=float, default=0.02)
+    p.add_argument("--lam", type=float, default=0.2)
     p.add_argument("--group-mode", default="out", help="'in' or 'out' channel groups")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--lr", type=float, default=0.05)
