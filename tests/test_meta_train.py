@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -43,7 +44,7 @@ def test_sparsity_is_learned_gradually_not_a_first_step_collapse(tmp_path):
     assert groups[3] < groups[7] < groups[-1] and groups[-1] > 0.25
     assert len(set(rep["lambda_trajectory"])) == 12  # λ is learned: it moves at every iteration
     for name, trajectory in layers.items():
-        for before, after in zip(trajectory, trajectory[1:]):
+        for before, after in itertools.pairwise(trajectory):
             assert not (before < 0.5 and after == 1.0), f"{name} emptied in one meta-iteration: {before} -> {after}"
 
 
