@@ -105,6 +105,11 @@ def test_zero_groups_stay_zero_during_adaptation():
         (["--shots", "21"], "shots: 21 asked for but task 'normals' has 20 training images"),
         (["--split", "celeba-default"], "split: 'celeba-default' belongs to dataset 'celeba', not 'synthetic'"),
         (["--inits", "meta_sparse,pretrained"], "inits: expected a non-empty selection of meta_sparse, meta_dense"),
+        (["--eval-every", "0"], "eval-every: expected a positive integer, got 0"),
+        (["--fixed-steps", "0"], "fixed-steps: expected a positive integer, got 0"),
+        (["--lr", "-1"], "lr: expected a finite number > 0, got -1.0"),
+        (["--lam-init", "nan"], "lam-init: expected a finite number > 0, got nan"),
+        (["--inits", "random", "--budget", "2"], "budget: expected a fraction in [0, 1], got 2.0"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
