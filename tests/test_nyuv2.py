@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -63,6 +65,13 @@ def test_augmentation_scales_depth_and_flips_normals():
     assert seen_scales == {1.0, 1.2, 1.5} and seen_flip
 
 
+def _label(root, value) -> None:
+    """Plant one bad value in the first training label map."""
+    label = np.load(root / "train/label/0.npy")
+    label[3, 4] = value
+    np.save(root / "train/label/0.npy", label)
+
+
 @pytest.mark.parametrize(
     ("break_it", "message"),
     [
@@ -71,6 +80,20 @@ def test_augmentation_scales_depth_and_flips_normals():
         (lambda r: (r / "train/normal/1.npy").unlink(), "missing 1 file(s), e.g. 1.npy"),
         (lambda r: (r / "train/image/0.npy").write_bytes(b"not numpy"), "0.npy: not a readable .npy array"),
         (lambda r: np.save(r / "train/depth/0.npy", np.ones((5, 5), np.float32)), "does not match its image"),
+        (lambda r: _label(r, 13), "0.npy: labels must be integers in -1..12 (-1 = ignore), got 13"),
+        (lambda r: _label(r, 255), "labels must be integers in -1..12 (-1 = ignore), got 255"),
+        (lambda r: _label(r, -5), "labels must be integers in -1..12 (-1 = ignore), got -5"),
+        (lambda r: _label(r, 2.5), "labels must be integers in -1..12 (-1 = ignore), got 2.5"),
+        (lambda r: np.save(r / "train/label/0.npy", np.zeros((12, 16, 1))), "expected a (H, W) label array"),
+        (lambda r: np.save(r / "train/label/0.npy", np.full((12, 16), "a")), "label must hold real numbers, got dtype"),
+        (lambda r: np.save(r / "train/normal/0.npy", np.zeros((12, 16))), "expected a (H, W, 3) normal array"),
+        (lambda r: np.save(r / "train/normal/0.npy", np.zeros((12, 16, 4))), "expected a (H, W, 3) normal array"),
+        (lambda r: np.save(r / "train/depth/0.npy", np.ones((12, 16, 2))), "0.npy: expected a (H, W) or (H, W, 1)"),
+        (lambda r: np.save(r / "train/depth/0.npy", np.ones((12, 16), complex)), "depth must hold real numbers"),
+        (lambda r: np.save(r / "train/depth/0.npy", np.full((12, 16), np.inf)), "depth holds NaN or infinite"),
+        (lambda r: np.save(r / "train/depth/0.npy", -np.ones((12, 16))), "depth must be ≥ 0 metres"),
+        (lambda r: np.save(r / "train/image/0.npy", np.full((12, 16, 3), 255, np.uint8)), "floats in [0, 1], got 255"),
+        (lambda r: np.save(r / "train/image/0.npy", np.full((12, 16, 3), np.nan)), "image holds NaN or infinite"),
     ],
 )
 def test_bad_files_are_named(tmp_path, break_it, message):
@@ -78,5 +101,5 @@ def test_bad_files_are_named(tmp_path, break_it, message):
     if "root folder" not in message:
         write_mtan(root)
         break_it(root)
-    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(DataError, match=re.escape(message)):
         NYUv2(root, "train")[0]

@@ -23,6 +23,7 @@ from l2sparse.data.transforms import random_scale_crop_flip, resize_item
 
 MTAN_FOLDERS = ("image", "label", "depth", "normal")
 SPLIT_FOLDERS = {"train": "train", "val": "val", "test": "val"}
+MTAN_CLASSES = 13
 
 
 def detect_layout(root: Path) -> str:
@@ -33,6 +34,32 @@ def detect_layout(root: Path) -> str:
     if (root / "gt_sets").is_dir() or (root / "images").is_dir():
         return "nyud_mt"
     raise DataError(f"{root}: not a NYU-v2 root (expected train/ and val/ folders, or images/ and gt_sets/)")
+
+
+MTAN_SHAPES = {"label": "(H, W)", "depth": "(H, W) or (H, W, 1)", "normal": "(H, W, 3)"}
+
+
+def check_mtan_array(a: np.ndarray, path: Path, what: str, hw: tuple[int, int]) -> np.ndarray:
+    """Validate one MTAN array (``what`` in ``image``, ``label``, ``depth``, ``normal``) against the layout above;
+    returns it with depth as ``(H, W)``. Raises a [`DataError`][] naming the file and what was expected."""
+    if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise DataError(f"{path}: {what} must hold real numbers, got dtype {a.dtype}")
+    if what == "depth" and a.ndim == 3 and a.shape[2] == 1:
+        a = a.reshape(a.shape[:2])
+    ok = {"label": a.ndim == 2, "depth": a.ndim == 2, "normal": a.ndim == 3 and a.shape[-1] == 3}
+    if not ok.get(what, True):
+        raise DataError(f"{path}: expected a {MTAN_SHAPES[what]} {what} array, got shape {a.shape}")
+    _hw(a, path, hw, what)
+    if not np.isfinite(a).all():
+        raise DataError(f"{path}: {what} holds NaN or infinite values")
+    if what == "image" and (a.min() < 0 or a.max() > 1):
+        raise DataError(f"{path}: image values must be floats in [0, 1], got {a.min():g}..{a.max():g}")
+    if what == "label" and ((a != np.round(a)).any() or a.min() < -1 or a.max() > MTAN_CLASSES - 1):
+        bad = a[(a != np.round(a)) | (a < -1) | (a > MTAN_CLASSES - 1)].flat[0]
+        raise DataError(f"{path}: labels must be integers in -1..{MTAN_CLASSES - 1} (-1 = ignore), got {bad:g}")
+    if what == "depth" and a.min() < 0:
+        raise DataError(f"{path}: depth must be ≥ 0 metres (0 = invalid), got {a.min():g}")
+    return a
 
 
 def _hw(a: np.ndarray, path: Path, shape: tuple[int, int], what: str) -> None:
@@ -108,16 +135,13 @@ class NYUv2(CachedDataset):
 
     def _load_mtan(self, i: str) -> dict[str, torch.Tensor]:
         paths = {f: self.base / f / f"{i}.npy" for f in MTAN_FOLDERS}
-        image = load_npy(paths["image"]).astype(np.float32)
+        image = load_npy(paths["image"])
         if image.ndim != 3 or image.shape[2] != 3:
             raise DataError(f"{paths['image']}: expected an (H, W, 3) image, got shape {image.shape}")
         hw = image.shape[:2]
-        label, depth, normal = (load_npy(paths[f]) for f in ("label", "depth", "normal"))
-        depth = depth.reshape(depth.shape[:2]) if depth.ndim == 3 and depth.shape[2] == 1 else depth
-        for a, f in ((label, "label"), (depth, "depth"), (normal, "normal")):
-            _hw(a, paths[f], hw, f)
+        image, label, depth, normal = (check_mtan_array(load_npy(paths[f]), paths[f], f, hw) for f in MTAN_FOLDERS)
         return {
-            "image": torch.from_numpy(image).permute(2, 0, 1).contiguous(),
+            "image": torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1).contiguous(),
             "semseg": torch.from_numpy(np.round(label).astype(np.int64)),
             "depth": torch.from_numpy(depth.astype(np.float32))[None],
             "normals": torch.from_numpy(normal.astype(np.float32)).permute(2, 0, 1).contiguous(),
