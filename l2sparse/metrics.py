@@ -49,6 +49,11 @@ class SegmentationMeter:
     def update(self, pred: Tensor, target: Tensor) -> None:
         labels = pred.argmax(1) if pred.ndim == target.ndim + 1 else pred
         _same_shape(labels, target, "segmentation")
+        wrong = labels[(labels < 0) | (labels >= self.num_classes)]
+        if wrong.numel():
+            raise ValueError(
+                f"segmentation: predicted labels {sorted(set(wrong.tolist()))[:5]} outside 0..{self.num_classes - 1}"
+            )
         valid = target != IGNORE_INDEX
         bad = target[valid][(target[valid] < 0) | (target[valid] >= self.num_classes)]
         if bad.numel():
@@ -222,15 +227,23 @@ def delta_m(
     """Multi-task gain over a baseline in percent (LibMTL convention, Maninis et al. 2019):
 
     ``Δm = 100/T · Σ_t 1/M_t · Σ_m (−1)^{w_m} (B_m − N_m) / B_m`` with ``w_m = 1`` where higher is better, ``B`` the
-    baseline's and ``N`` the new model's value. Positive means better than the baseline. Every task and metric in
-    ``results`` must be in ``baseline`` (non-zero) and in ``higher_is_better``.
+    baseline's and ``N`` the new model's value. Positive means better than the baseline. The metrics of a task are
+    those of ``results[task]`` that ``higher_is_better[task]`` names; other entries (such as the ``loss`` that
+    ``train.evaluate`` adds) are left out. Each must be in ``baseline`` and non-zero there.
     """
     per_task = []
     for task, metrics in results.items():
         if task not in baseline:
             raise KeyError(f"delta_m: no baseline for task {task!r}")
+        if task not in higher_is_better:
+            raise KeyError(f"delta_m: no higher_is_better for task {task!r}")
+        metrics = {m: v for m, v in metrics.items() if m in higher_is_better[task]}
+        if not metrics:
+            raise ValueError(f"delta_m: task {task!r} has none of its metrics {sorted(higher_is_better[task])}")
         terms = []
         for m, new in metrics.items():
+            if m not in baseline[task]:
+                raise KeyError(f"delta_m: baseline of task {task!r} has no {m!r}")
             base = baseline[task][m]
             if base == 0:
                 raise ValueError(f"delta_m: baseline {task}.{m} is 0, relative change undefined")

@@ -115,6 +115,8 @@ def test_meters_refuse_mismatched_shapes_and_bad_labels():
         DepthMeter().update(torch.zeros(2, 1, 4, 4), torch.zeros(2, 4, 4))
     with pytest.raises(ValueError, match=r"target labels \[255\] outside 0..2"):
         SegmentationMeter(3).update(torch.zeros(1, 3, 2, 2), torch.tensor([[[0, 255], [1, -1]]]))
+    with pytest.raises(ValueError, match=r"predicted labels \[3, 7\] outside 0..2"):
+        SegmentationMeter(3).update(torch.tensor([[[0, 3], [7, 1]]]), torch.tensor([[[0, 1], [1, -1]]]))
     with pytest.raises(ValueError, match="l1_valid: prediction shape"):
         l1_valid(torch.zeros(2, 1, 4, 4), torch.ones(2, 4, 4))
 
@@ -131,3 +133,10 @@ def test_delta_m_worked_example():
     assert delta_m(base, base, hib) == 0.0
     with pytest.raises(KeyError, match="no baseline for task 'seg'"):
         delta_m(new, {"depth": base["depth"]}, hib)
+    # the dicts train.evaluate() returns carry a loss beside the metrics: it is not a metric and is left out
+    with_loss = {t: {**m, "loss": 1.0} for t, m in new.items()}
+    assert delta_m(with_loss, {t: {**m, "loss": 2.0} for t, m in base.items()}, hib) == pytest.approx(15.0)
+    with pytest.raises(ValueError, match=r"task 'depth' has none of its metrics \['abs_err'\]"):
+        delta_m({"depth": {"loss": 1.0}}, base, hib)
+    with pytest.raises(KeyError, match="baseline of task 'depth' has no 'abs_err'"):
+        delta_m(new, {**base, "depth": {"rel_err": 0.1}}, hib)
