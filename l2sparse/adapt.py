@@ -105,10 +105,8 @@ class AdaptConfig:
         require_root(self.dataset, self.data_root)
         sizes = ("steps", "shots", "seeds", "batch_size", "image_size", "train_size", "adapt_size", "test_size")
         require_positive(self, (*sizes, "meta_iters", "fixed_steps", "eval_every"))
-        for name in ("lr", "lam_init"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name.replace('_', '-')}: expected a finite number > 0, got {value}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr: expected a finite number > 0, got {self.lr}")
         if self.device not in DEVICES:
             raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
         unknown = [i for i in self.inits if i not in INITS]
@@ -116,7 +114,7 @@ class AdaptConfig:
             raise ValueError(f"inits: expected a non-empty selection of {', '.join(INITS)}, got {self.inits}")
         if not self.lam_grid or not all(0 <= lam < float("inf") for lam in self.lam_grid):
             raise ValueError(f"lam-grid: expected finite λ values ≥ 0, got {self.lam_grid}")
-        meta_config(self, learn=True).make_budget()  # a bad budget fails here, whatever the inits, before any training
+        meta_config(self, learn=True).validate()  # λ₀ and the budget, whatever the inits, before any training
         resolve_device(self.device)
         return reg.seen(self.split), targets
 

@@ -18,6 +18,7 @@ the trajectory of an uninterrupted run.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -107,8 +108,8 @@ class MetaConfig:
         check_model(self.model)
         if self.learn_lambda and not self.lam_init > 0:
             raise ValueError(f"lam-init: λ = exp(ρ) must start > 0, got {self.lam_init}")
-        if not self.lam_init >= 0:
-            raise ValueError(f"lam-init: expected λ ≥ 0, got {self.lam_init}")
+        if not (math.isfinite(self.lam_init) and self.lam_init >= 0):
+            raise ValueError(f"lam-init: expected a finite λ ≥ 0, got {self.lam_init}")
         if self.budget is not None and self.budget_macs is not None:
             raise ValueError("budget / budget-macs: give one size target, not both")
         self.make_budget()
