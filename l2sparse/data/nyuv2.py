@@ -24,6 +24,7 @@ from l2sparse.data.transforms import random_scale_crop_flip, resize_item
 MTAN_FOLDERS = ("image", "label", "depth", "normal")
 SPLIT_FOLDERS = {"train": "train", "val": "val", "test": "val"}
 MTAN_CLASSES = 13
+MTAN_SHAPES = {"image": "(H, W, 3)", "label": "(H, W)", "depth": "(H, W) or (H, W, 1)", "normal": "(H, W, 3)"}
 
 
 def detect_layout(root: Path) -> str:
@@ -36,9 +37,6 @@ def detect_layout(root: Path) -> str:
     raise DataError(f"{root}: not a NYU-v2 root (expected train/ and val/ folders, or images/ and gt_sets/)")
 
 
-MTAN_SHAPES = {"label": "(H, W)", "depth": "(H, W) or (H, W, 1)", "normal": "(H, W, 3)"}
-
-
 def check_mtan_array(a: np.ndarray, path: Path, what: str, hw: tuple[int, int]) -> np.ndarray:
     """Validate one MTAN array (``what`` in ``image``, ``label``, ``depth``, ``normal``) against the layout above;
     returns it with depth as ``(H, W)``. Raises a [`DataError`][] naming the file and what was expected."""
@@ -46,9 +44,8 @@ def check_mtan_array(a: np.ndarray, path: Path, what: str, hw: tuple[int, int]) 
         raise DataError(f"{path}: {what} must hold real numbers, got dtype {a.dtype}")
     if what == "depth" and a.ndim == 3 and a.shape[2] == 1:
         a = a.reshape(a.shape[:2])
-    ok = {"label": a.ndim == 2, "depth": a.ndim == 2, "normal": a.ndim == 3 and a.shape[-1] == 3}
-    if not ok.get(what, True):
-        raise DataError(f"{path}: expected a {MTAN_SHAPES[what]} {what} array, got shape {a.shape}")
+    if not (a.ndim == 3 and a.shape[2] == 3 if what in ("image", "normal") else a.ndim == 2):
+        raise DataError(f"{path}: expected an {MTAN_SHAPES[what]} {what} array, got shape {a.shape}")
     _hw(a, path, hw, what)
     if not np.isfinite(a).all():
         raise DataError(f"{path}: {what} holds NaN or infinite values")
@@ -135,11 +132,9 @@ class NYUv2(CachedDataset):
 
     def _load_mtan(self, i: str) -> dict[str, torch.Tensor]:
         paths = {f: self.base / f / f"{i}.npy" for f in MTAN_FOLDERS}
-        image = load_npy(paths["image"])
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise DataError(f"{paths['image']}: expected an (H, W, 3) image, got shape {image.shape}")
-        hw = image.shape[:2]
-        image, label, depth, normal = (check_mtan_array(load_npy(paths[f]), paths[f], f, hw) for f in MTAN_FOLDERS)
+        arrays = {f: load_npy(paths[f]) for f in MTAN_FOLDERS}
+        hw = arrays["image"].shape[:2]  # the image is checked first, so a malformed one fails before hw is used
+        image, label, depth, normal = (check_mtan_array(arrays[f], paths[f], f, hw) for f in MTAN_FOLDERS)
         return {
             "image": torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1).contiguous(),
             "semseg": torch.from_numpy(np.round(label).astype(np.int64)),
