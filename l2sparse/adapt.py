@@ -17,6 +17,10 @@ in the init stays zero (masked updates: the zero groups are re-zeroed after each
 evaluated on the task's test images.
 Meta-trained and fixed-λ inits are cached under ``--cache-dir`` (default ``$L2SPARSE_CACHE`` or
 ``~/.cache/l2sparse``) keyed by their configuration, so a second run reuses them.
+
+Under ``torchrun --nproc_per_node N -m l2sparse.adapt ...`` the meta inits are meta-trained over all N processes,
+the fixed-λ grid runs on rank 0, and the fine-tuning jobs (init × task × seed) are dealt round-robin over the
+ranks; rank 0 gathers them into the same report a single process writes, and alone writes it and the cache.
 """
 
 from __future__ import annotations
@@ -35,15 +39,16 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
+from torch.distributed.elastic.multiprocessing.errors import record
 from torch.utils import benchmark
 from tqdm import tqdm
 
-from l2sparse import __version__
+from l2sparse import __version__, distributed
 from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_json
 from l2sparse.cli import ArgumentParser, fail, require_positive
 from l2sparse.data import DataError, get_dataset, make_dataset, require_root
 from l2sparse.data.episodes import MetaTestSampler
-from l2sparse.device import DEVICES, resolve_device
+from l2sparse.device import DEVICES
 from l2sparse.meta.metasparsity import MetaConfig, MetaSparsity
 from l2sparse.metrics import delta_m
 from l2sparse.models import backbone_state, check_model, create_model
@@ -76,6 +81,7 @@ class AdaptConfig:
     adapt_size: int = 200
     test_size: int = 200
     meta_iters: int = 200
+    meta_batch: int = 2
     lam_init: float = 0.1
     budget: float | None = None
     budget_macs: float | None = None
@@ -114,8 +120,12 @@ class AdaptConfig:
             raise ValueError(f"inits: expected a non-empty selection of {', '.join(INITS)}, got {self.inits}")
         if not self.lam_grid or not all(0 <= lam < float("inf") for lam in self.lam_grid):
             raise ValueError(f"lam-grid: expected finite λ values ≥ 0, got {self.lam_grid}")
-        meta_config(self, learn=True).validate()  # λ₀ and the budget, whatever the inits, before any training
-        resolve_device(self.device)
+        meta_trained = bool({"meta_sparse", "meta_dense"} & set(self.inits)) and not (
+            self.checkpoint and "meta_dense" not in self.inits
+        )
+        # λ₀ and the budget, whatever the inits, before any training; the meta-batch split only if it is used
+        meta_config(self, learn=True).validate(None if meta_trained else distributed.World())
+        distributed.local_device(self.device, distributed.launched())
         return reg.seen(self.split), targets
 
     def cache_root(self) -> Path:
@@ -140,6 +150,7 @@ def meta_config(cfg: AdaptConfig, learn: bool) -> MetaConfig:
         budget_macs=cfg.budget_macs if learn else None,
         budget_ramp=cfg.budget_ramp,
         meta_iters=cfg.meta_iters,
+        meta_batch=cfg.meta_batch,
         image_size=cfg.image_size,
         train_size=cfg.train_size,
         device=cfg.device,
@@ -150,7 +161,7 @@ def meta_init(cfg: AdaptConfig, learn: bool, progress: bool) -> tuple[dict[str, 
     """Backbone state of a meta-trained init (cached), and its λ."""
     mcfg = meta_config(cfg, learn)
     out = cfg.cache_root() / f"meta-{_key(asdict(mcfg))}"
-    trainer = MetaSparsity(mcfg, out, resume=(out / "checkpoint.pt").exists())
+    trainer = MetaSparsity(mcfg, out, resume=distributed.on_main((out / "checkpoint.pt").exists))
     trainer.train(progress=progress)
     return _backbone_state(trainer.model), {"lambda": trainer.lam.detach().tolist(), "cache": str(out)}
 
@@ -300,13 +311,17 @@ def meta_test_sampler(cfg: AdaptConfig, targets: Sequence[Task], device: torch.d
 
 
 def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
-    """The whole experiment; writes ``report.json``, ``report.md`` and two plots into ``out``."""
+    """The whole experiment; writes ``report.json``, ``report.md`` and two plots into ``out`` (rank 0 under
+    ``torchrun``, which returns the report on every rank)."""
     seen, targets = cfg.validate()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out: {out} exists and is not a directory")
-    device = resolve_device(cfg.device)
-    from_checkpoint = None if cfg.checkpoint is None else checkpoint_init(cfg, cfg.checkpoint)  # fails early
+    world = distributed.setup(cfg.device)
+    device = distributed.local_device(cfg.device)
+    from_checkpoint = (  # fails early
+        None if cfg.checkpoint is None else distributed.on_main(lambda: checkpoint_init(cfg, cfg.checkpoint))
+    )
     entry = get_dataset(cfg.dataset)
     sampler = meta_test_sampler(cfg, targets, device)
     for t in targets:
@@ -316,10 +331,19 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
     builders = {
         "meta_sparse": lambda: from_checkpoint or meta_init(cfg, True, progress),
         "meta_dense": lambda: meta_init(cfg, False, progress),
-        "fixed_lambda": lambda: fixed_lambda_init(cfg, seen, progress),
+        "fixed_lambda": lambda: distributed.on_main(lambda: fixed_lambda_init(cfg, seen, progress)),
         "random": lambda: random_init(cfg, seen),
     }
     inits = {name: builders[name]() for name in INITS if name in cfg.inits}
+    jobs = [(name, t.name, seed) for name in inits for t in targets for seed in range(cfg.seeds)]
+    by_name = {t.name: t for t in targets}
+    done = {}
+    for job in tqdm(world.deal(jobs), desc="adapt", disable=not progress or not world.main):
+        name, task, seed = job
+        measure = task == targets[0].name and seed == 0
+        done[job] = adapt_job(cfg, inits[name][0], by_name[task], sampler.task(task, cfg.shots, seed), seed, measure)
+    done = {job: result for part in distributed.all_gather_objects(done) for job, result in part.items()}
+
     report: dict = {
         "dataset": cfg.dataset,
         "split": cfg.split,
@@ -329,53 +353,55 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
         "images": {},
         "inits": {},
     }
-    jobs = [(i, t, s) for i in inits for t in targets for s in range(cfg.seeds)]
-    bar = tqdm(total=len(jobs), desc="adapt", disable=not progress)
+    for t in targets:
+        for seed in range(cfg.seeds):
+            idx = sampler.task(t.name, cfg.shots, seed)["indices"]
+            shown = {"train": idx["train"].tolist(), "test": len(idx["test"])}
+            report["images"].setdefault(t.name, {})[str(seed)] = dict.fromkeys(inits, shown)
     for name, (backbone, info) in inits.items():
         probe = create_model(cfg.model, targets[:1])
         probe.backbone.load_state_dict(backbone)
-        groups = channel_groups(probe)
-        sp = sparsity_report(probe, groups)
-        result = {
-            **info,
-            "sparsity": {k: sp[k] for k in ("group", "param", "per_layer")},
-            "results": {},
-        }
-        for task in targets:
-            metrics, curves = {}, []
-            for seed in range(cfg.seeds):
-                episode = sampler.task(task.name, cfg.shots, seed)
-                report["images"].setdefault(task.name, {}).setdefault(str(seed), {})[name] = {
-                    "train": episode["indices"]["train"].tolist(),
-                    "test": len(episode["indices"]["test"]),
-                }
-                model, m, curve = adapt_task(cfg, backbone, task, episode, seed, device)
-                for k, v in m.items():
-                    metrics.setdefault(k, []).append(v)
-                curves.append(curve)
-                if task is targets[0] and seed == 0:
-                    small = compact(model.eval())
-                    size = (3, cfg.image_size, cfg.image_size)
-                    result["params"] = {"dense": count_params(model), "compact": count_params(small)}
-                    result["macs"] = {"dense": count_macs(model, size), "compact": count_macs(small, size)}
-                    result["latency_ms"] = {
-                        "dense": latency_ms(model, cfg.image_size, device),
-                        "compact": latency_ms(small, cfg.image_size, device),
-                    }
-                bar.update(1)
-            steps = [s for s, _ in curves[0]]
-            result["results"][task.name] = {
-                "metrics": {k: summarize(v) for k, v in metrics.items()},
-                "curve": [[s, statistics.fmean(c[i][1] for c in curves)] for i, s in enumerate(steps)],
+        sp = sparsity_report(probe, channel_groups(probe))
+        result = {**info, "sparsity": {k: sp[k] for k in ("group", "param", "per_layer")}, "results": {}}
+        result.update(done[(name, targets[0].name, 0)]["size"])
+        for t in targets:
+            runs = [done[(name, t.name, seed)] for seed in range(cfg.seeds)]
+            steps = [s for s, _ in runs[0]["curve"]]
+            result["results"][t.name] = {
+                "metrics": {k: summarize([r["metrics"][k] for r in runs]) for k in runs[0]["metrics"]},
+                "curve": [[s, statistics.fmean(r["curve"][i][1] for r in runs)] for i, s in enumerate(steps)],
             }
         report["inits"][name] = result
-    bar.close()
     report["summary"] = summarize_inits(report, targets)
     report["time_s"] = time.perf_counter() - started
     report["table"] = markdown_table(report, targets)
     report["headline"] = headline(report)
-    write_outputs(report, targets, out)
+    if world.main:
+        write_outputs(report, targets, out)
     return report
+
+
+def adapt_job(
+    cfg: AdaptConfig, backbone: Mapping[str, Tensor], task: Task, episode: Mapping, seed: int, measure: bool
+) -> dict:
+    """One fine-tuning job ([`adapt_task`][l2sparse.adapt.adapt_task]) on this rank's device:
+    ``{"metrics", "curve"}``, plus with ``measure`` the adapted model's ``"size"`` (params, MACs and latency,
+    dense and compacted)."""
+    device = distributed.local_device(cfg.device)
+    model, metrics, curve = adapt_task(cfg, backbone, task, episode, seed, device)
+    result: dict = {"metrics": metrics, "curve": curve}
+    if measure:
+        small = compact(model.eval())
+        size = (3, cfg.image_size, cfg.image_size)
+        result["size"] = {
+            "params": {"dense": count_params(model), "compact": count_params(small)},
+            "macs": {"dense": count_macs(model, size), "compact": count_macs(small, size)},
+            "latency_ms": {
+                "dense": latency_ms(model, cfg.image_size, device),
+                "compact": latency_ms(small, cfg.image_size, device),
+            },
+        }
+    return result
 
 
 def summarize_inits(report: dict, targets: Sequence[Task]) -> dict:
@@ -503,6 +529,12 @@ def build_parser() -> ArgumentParser:
     add(
         "--meta-iters", type=int, default=d.meta_iters, help="meta-iterations of both meta inits (default: %(default)s)"
     )
+    add(
+        "--meta-batch",
+        type=int,
+        default=d.meta_batch,
+        help="episodes per meta-iteration; divides by the processes under torchrun (default: %(default)s)",
+    )
     add("--lam-init", type=float, default=d.lam_init, help="initial λ of meta-sparsity (default: %(default)s)")
     add("--budget", type=float, default=None, help="target group sparsity in [0, 1] of the meta-sparse init")
     add("--budget-macs", type=float, default=None, help="target fraction in [0, 1] of the dense backbone's MACs")
@@ -520,6 +552,12 @@ def build_parser() -> ArgumentParser:
     )
     add("--out", default="runs/adapt", help="output folder (default: %(default)s)")
     add("--quiet", action="store_true", help="no progress bars")
+    add(
+        "--dist-timeout",
+        type=float,
+        default=distributed.DEFAULT_TIMEOUT_S,
+        help="under torchrun: seconds a collective waits for the other ranks (default: %(default)s)",
+    )
     return p
 
 
@@ -530,17 +568,23 @@ def main(argv: Sequence[str] | None = None) -> dict:
         grid = [float(v) for v in args.lam_grid.split(",")]
     except ValueError:
         fail(parser.prog, f"lam-grid: expected comma-separated numbers, got {args.lam_grid!r}")
-    values = {k: v for k, v in vars(args).items() if k not in ("out", "quiet", "lam_grid", "inits")}
+    values = {k: v for k, v in vars(args).items() if k not in ("out", "quiet", "lam_grid", "inits", "dist_timeout")}
     cfg = AdaptConfig(**values, lam_grid=grid, inits=args.inits.split(","))
     try:
+        cfg.validate()  # before joining the process group: a bad option stops every rank alike, at once
+        distributed.setup(cfg.device, args.dist_timeout)
         report = run(cfg, args.out, progress=not args.quiet)
     except (ValueError, CheckpointError, DataError, TaskFileError) as e:
         fail(parser.prog, str(e))
+    if not distributed.current().main:
+        distributed.teardown()
+        return report
     print(report["table"])
     print(report["headline"])
     print(f"report: {Path(args.out) / 'report.json'}")
+    distributed.teardown()
     return report
 
 
 if __name__ == "__main__":
-    main()
+    record(main)()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -16,8 +17,10 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def fail(prog: str, message: str) -> NoReturn:
-    """Print ``prog: error: message`` on one line and exit with code 2."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    """Print ``prog: error: message`` on one line and exit with code 2. Under ``torchrun`` only rank 0 prints (every
+    rank meets the same error), so a bad option is one line, not one per process."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
 

@@ -3,6 +3,9 @@
 
 Writes ``checkpoint.pt`` (atomic, ``--resume`` continues), ``report.json`` (sparsity, parameters, MACs, λ
 trajectory, query losses) and ``meta_trajectory.png`` (λ and group sparsity over meta-iterations).
+
+``torchrun --nproc_per_node N -m l2sparse.meta_train ...`` spreads each meta-batch's episodes over N processes
+(``--meta-batch`` stays the global meta-batch and must divide by N); rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from torch.distributed.elastic.multiprocessing.errors import record
 
+from l2sparse import distributed
 from l2sparse.checkpoint import CheckpointError, save_json
 from l2sparse.cli import ArgumentParser, fail
 from l2sparse.data import DataError, get_dataset
@@ -138,18 +143,30 @@ def build_parser() -> ArgumentParser:
     add("--out", required=True, help="output folder")
     add("--resume", action="store_true", help="continue the run saved in --out")
     add("--quiet", action="store_true", help="no progress bar")
+    add(
+        "--dist-timeout",
+        type=float,
+        default=distributed.DEFAULT_TIMEOUT_S,
+        help="under torchrun: seconds a collective waits for the other ranks (default: %(default)s)",
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
-    cfg = MetaConfig(**{k: v for k, v in vars(args).items() if k not in ("out", "resume", "quiet")})
+    own = ("out", "resume", "quiet", "dist_timeout")
+    cfg = MetaConfig(**{k: v for k, v in vars(args).items() if k not in own})
     try:
+        cfg.validate()  # before joining the process group: a bad option stops every rank alike, at once
+        distributed.setup(cfg.device, args.dist_timeout)
         trainer = MetaSparsity(cfg, args.out, resume=args.resume)
     except (ValueError, ImportError, CheckpointError, DataError, TaskFileError) as e:
         fail(parser.prog, str(e))
     trainer.train(progress=not args.quiet)
+    if not trainer.world.main:
+        distributed.teardown()
+        return {}
     out = Path(args.out)
     rep = report(trainer)
     plot_trajectory(trainer.log, [g.layer for g in trainer.groups], out / "meta_trajectory.png")
@@ -159,8 +176,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         f"params {rep['params']['dense']} -> {rep['params']['compact']}"
     )
     print(f"report: {out / 'report.json'}, plot: {out / 'meta_trajectory.png'}")
+    distributed.teardown()
     return rep
 
 
 if __name__ == "__main__":
-    main()
+    record(main)()

@@ -28,11 +28,12 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from l2sparse import distributed
 from l2sparse.checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint
 from l2sparse.cli import require_positive
 from l2sparse.data import make_dataset, require_root
 from l2sparse.data.episodes import EpisodeSampler
-from l2sparse.device import DEVICES, resolve_device
+from l2sparse.device import DEVICES
 from l2sparse.meta.backends import InnerLoop, get_backend
 from l2sparse.meta.budget import Budget
 from l2sparse.meta.inner import InnerConfig
@@ -92,8 +93,9 @@ class MetaConfig:
             return Budget(self.budget_macs, "macs", ramp)
         return None
 
-    def validate(self) -> list[Task]:
-        """Check every option; returns the split's seen tasks. Raises ``ValueError`` naming the option."""
+    def validate(self, world: distributed.World | None = None) -> list[Task]:
+        """Check every option, for ``world`` (default: the ``torchrun`` launch this process is part of, if any);
+        returns the split's seen tasks. Raises ``ValueError`` naming the option."""
         require_root(self.dataset, self.data_root)
         inner = self.inner()
         if self.learn_lambda and not inner.lambda_exact:
@@ -125,6 +127,13 @@ class MetaConfig:
                 raise ValueError(f"{name.replace('_', '-')}: expected > 0, got {getattr(self, name)}")
         if self.group_mode not in ("in", "out") or self.device not in DEVICES:
             raise ValueError(f"group-mode / device: expected in|out and one of {', '.join(DEVICES)}")
+        world = world or distributed.launched()
+        if self.meta_batch % world.size:
+            raise ValueError(
+                f"meta-batch: the global meta-batch ({self.meta_batch}) must divide by the number of processes "
+                f"({world.size})"
+            )
+        distributed.local_device(self.device, world)
         if self.subset != "all" and not self.subset.isdigit():
             raise ValueError(f"subset: expected 'all' or a task count, got {self.subset!r}")
         return registry.seen(self.split)
@@ -149,19 +158,32 @@ def meta_update(
     the step (a budget's multiplier) or ``nu``; then, with ``filter_norms``, every output filter of a normalised
     conv is scaled back to its norm there ([`keep_filter_norms_`][l2sparse.sparsity.filter_norms.keep_filter_norms_]).
 
+    Each episode is backpropagated on its own (the graph of one inner loop at a time is alive). Under ``torchrun``
+    every rank takes its share of ``episodes`` (the whole meta-batch, identical on every rank) and the gradients are
+    summed in float64 and across ranks ([`GradientSum`][l2sparse.distributed.GradientSum]) before the identical
+    step.
+
     Returns ``{"lambda", "nu", "outer_loss", "query_loss": {task: mean over episodes}}``.
     """
     by_name = {t.name: t for t in tasks}
     opt.zero_grad(set_to_none=True)
-    lam = (rho + nu).exp()
-    per_task: dict[str, list[float]] = {}
-    outer = torch.zeros((), device=rho.device)
-    for ep in episodes:
-        losses = backend.query_losses(model, groups, lam, ep, [by_name[n] for n in ep["tasks"]], inner)
-        outer = outer + sum(losses.values()) / len(losses) / len(episodes)
+    mine: dict[str, list[float]] = {}
+    outer = 0.0
+    grads = distributed.GradientSum(p for group in opt.param_groups for p in group["params"])
+    for ep in distributed.current().share(episodes):
+        losses = backend.query_losses(model, groups, (rho + nu).exp(), ep, [by_name[n] for n in ep["tasks"]], inner)
+        loss = sum(losses.values()) / len(losses) / len(episodes)
+        loss.backward()
+        grads.add_()
+        outer += loss.item()
         for n, v in losses.items():
-            per_task.setdefault(n, []).append(v.item())
-    outer.backward()
+            mine.setdefault(n, []).append(v.item())
+    grads.reduce_()
+    outer = distributed.all_sum(outer)
+    per_task: dict[str, list[float]] = {}
+    for share in distributed.all_gather_objects(mine):  # rank order = episode order
+        for n, v in share.items():
+            per_task.setdefault(n, []).extend(v)
     opt.step()
     if solve_nu is not None:
         nu = solve_nu()
@@ -172,7 +194,7 @@ def meta_update(
     return {
         "lambda": lam.tolist(),
         "nu": nu,
-        "outer_loss": outer.item(),
+        "outer_loss": outer,
         "query_loss": {n: sum(v) / len(v) for n, v in per_task.items()},
     }
 
@@ -191,18 +213,10 @@ class MetaSparsity:
     def __init__(self, cfg: MetaConfig, out: str | Path, resume: bool = False) -> None:
         self.cfg, self.out = cfg, Path(out)
         self.tasks = cfg.validate()
+        self.world = distributed.setup(cfg.device)  # joins a torchrun launch's process group unless already in it
         self.ckpt_path = self.out / "checkpoint.pt"
-        if self.out.exists() and not self.out.is_dir():
-            raise ValueError(f"out: {self.out} exists and is not a directory")
-        state = None
-        if resume:
-            state = load_checkpoint(self.ckpt_path, ("config", "model", "rho", "optimizer", "sampler", "iteration"))
-            check_resumable(state["config"], asdict(cfg), RESUMABLE_CHANGES, self.ckpt_path)
-        elif self.ckpt_path.exists():
-            raise ValueError(
-                f"out: {self.out} already holds a run; pass --resume to continue it or choose another --out"
-            )
-        self.device = resolve_device(cfg.device)
+        state = distributed.on_main(lambda: self._saved_state(resume))  # rank 0 reads, every rank gets it
+        self.device = distributed.local_device(cfg.device)
         self.backend = get_backend(cfg.backend)
 
         torch.manual_seed(cfg.seed)
@@ -239,6 +253,21 @@ class MetaSparsity:
                 self.budget.ramp = state["budget_ramp"]
             if self.filter_norms is not None:
                 self.filter_norms = {k: v.to(self.device) for k, v in state["filter_norms"].items()}
+        distributed.broadcast_module_(self.model)  # every rank starts from rank 0's meta-init
+
+    def _saved_state(self, resume: bool) -> dict | None:
+        """The checkpoint to resume from (checked against the config), or None for a fresh run."""
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"out: {self.out} exists and is not a directory")
+        if resume:
+            state = load_checkpoint(self.ckpt_path, ("config", "model", "rho", "optimizer", "sampler", "iteration"))
+            check_resumable(state["config"], asdict(self.cfg), RESUMABLE_CHANGES, self.ckpt_path)
+            return state
+        if self.ckpt_path.exists():
+            raise ValueError(
+                f"out: {self.out} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        return None
 
     @property
     def lam(self) -> Tensor:
@@ -284,6 +313,9 @@ class MetaSparsity:
         return entry
 
     def checkpoint(self, started: float) -> None:
+        """Write the run's state atomically (rank 0 only; the other ranks hold the same state)."""
+        if not self.world.main:
+            return
         save_checkpoint(
             {
                 "config": asdict(self.cfg),
@@ -304,9 +336,12 @@ class MetaSparsity:
 
     def train(self, progress: bool = True, on_iteration: Callable[[dict], None] | None = None) -> None:
         """Run meta-iterations until ``meta_iters``, checkpointing every ``ckpt_every`` and at the end."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.world.main:
+            self.out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        bar = tqdm(total=self.cfg.meta_iters, initial=self.iteration, desc="meta", disable=not progress)
+        bar = tqdm(
+            total=self.cfg.meta_iters, initial=self.iteration, desc="meta", disable=not progress or not self.world.main
+        )
         while self.iteration < self.cfg.meta_iters:
             entry = self.meta_step()
             self.log.append(entry)
