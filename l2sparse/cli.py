@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+import torch.distributed as dist
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line on stderr (``prog: error: ...``) and exit code 2."""
@@ -16,11 +18,19 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def fail(prog: str, message: str) -> NoReturn:
-    """Print ``prog: error: message`` on one line and exit with code 2. Under ``torchrun`` only rank 0 prints (every
-    rank meets the same error), so a bad option is one line, not one per process."""
-    if os.environ.get("RANK", "0") == "0":
-        print(f"{prog}: error: {message}", file=sys.stderr)
+def fail(prog: str, error: str | BaseException) -> NoReturn:
+    """Print ``prog: error: message`` on one line and exit with code 2.
+
+    Under ``torchrun`` every rank meets a bad option alike, so rank 0 speaks for all: another rank prints (as
+    ``prog: error: [rank r] message``) only an error that may be its own, one met after the ranks joined or, before,
+    by the first rank of another machine; an error that rank 0 decided for everyone (its note says so) is never
+    repeated."""
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    decided = "decided on rank 0" in getattr(error, "__notes__", ())
+    if rank == 0:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+    elif not decided and ((dist.is_available() and dist.is_initialized()) or local_rank == 0):
+        print(f"{prog}: error: [rank {rank}] {error}", file=sys.stderr)
     raise SystemExit(2)
 
 

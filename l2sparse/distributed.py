@@ -19,6 +19,7 @@ and collectives are ``torch.distributed``'s.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -77,10 +78,13 @@ def launched() -> World:
 
 
 def current() -> World:
-    """The world of the initialised process group, or a single process when there is none."""
+    """The world of the initialised process group (rank and size from the group; local rank and size from
+    torchrun's environment, or the whole group on one machine), or a single process when there is none."""
     if not (dist.is_available() and dist.is_initialized()):
         return World()
-    return launched()
+    rank, size = dist.get_rank(), dist.get_world_size()
+    env = os.environ
+    return World(rank, size, int(env.get("LOCAL_RANK", rank)), int(env.get("LOCAL_WORLD_SIZE", size)))
 
 
 def local_device(name: str, world: World | None = None) -> torch.device:
@@ -88,7 +92,7 @@ def local_device(name: str, world: World | None = None) -> torch.device:
     when this machine has fewer GPUs than local ranks."""
     world = world or current()
     device = resolve_device(name)
-    if device.type != "cuda":
+    if device.type != "cuda" or world.size == 1:
         return device
     gpus = torch.cuda.device_count()
     if world.local_size > gpus:
@@ -106,11 +110,13 @@ def setup(device: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
     """Join the process group of a ``torchrun`` launch (``nccl`` for CUDA, else ``gloo``), with every collective
     bounded by ``timeout_s`` seconds; a no-op for a single process or when already joined. Returns this process's
     world."""
+    if dist.is_initialized():
+        return current()
+    if not (math.isfinite(timeout_s) and timeout_s > 0):
+        raise ValueError(f"dist-timeout: expected a finite number of seconds > 0, got {timeout_s}")
     world = launched()
-    if world.size == 1 or dist.is_initialized():
+    if world.size == 1:
         return world
-    if not timeout_s > 0:
-        raise ValueError(f"dist-timeout: expected seconds > 0, got {timeout_s}")
     dev = local_device(device, world)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
@@ -194,7 +200,8 @@ def broadcast_module_(module: nn.Module) -> None:
 
 
 def broadcast_object(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank (pickled; tensors inside keep their device type)."""
+    """Rank 0's ``obj`` on every rank (pickled; tensors inside arrive on the device they had on rank 0, so hand
+    over CPU tensors)."""
     if current().size == 1:
         return obj
     box = [obj]
@@ -234,5 +241,24 @@ def on_main(fn: Callable[[], T], errors: tuple[type[BaseException], ...] = (Valu
             error = e
     result, error = broadcast_object((result, error))
     if error is not None:
+        if not current().main:
+            error.add_note("decided on rank 0")  # the same error is reported there: the commands print it once
         raise error
     return result
+
+
+def check_in_step(model: nn.Module, what: str) -> None:
+    """Raise ``RuntimeError`` if the ranks' parameters differ (they must be bit-identical: every rank takes the same
+    step from the same all-reduced gradient). One ``all_reduce`` of two float64 checksums; a no-op for one process."""
+    world = current()
+    if world.size == 1:
+        return
+    with torch.no_grad():
+        total = sum(p.detach().double().sum() for p in model.parameters())
+        weighted = sum(p.detach().double().flatten().cumsum(0).sum() for p in model.parameters())
+        sums = torch.stack([total, weighted]).to(_bucket_device())
+    low, high = sums.clone(), sums.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if not torch.equal(low, high):
+        raise RuntimeError(f"{what}: the ranks' parameters differ (rank {world.rank}); the run cannot continue")
