@@ -25,6 +25,7 @@ ranks; rank 0 gathers them into the same report a single process writes, and alo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -44,11 +45,12 @@ from torch.utils import benchmark
 from tqdm import tqdm
 
 from l2sparse import __version__, distributed
-from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_json
+from l2sparse.checkpoint import CheckpointError, load_checkpoint, locked, save_figure, save_json, save_text
 from l2sparse.cli import ArgumentParser, fail, require_positive
 from l2sparse.data import DataError, get_dataset, make_dataset, require_root
 from l2sparse.data.episodes import MetaTestSampler
 from l2sparse.device import DEVICES
+from l2sparse.guards import check_finite, require_writable
 from l2sparse.meta.metasparsity import MetaConfig, MetaSparsity
 from l2sparse.metrics import delta_m
 from l2sparse.models import backbone_state, check_model, create_model
@@ -115,6 +117,8 @@ class AdaptConfig:
             raise ValueError(f"lr: expected a finite number > 0, got {self.lr}")
         if self.device not in DEVICES:
             raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.checkpoint is not None and "meta_sparse" not in self.inits:
+            raise ValueError("checkpoint: it replaces the meta_sparse init, but --inits does not include meta_sparse")
         unknown = [i for i in self.inits if i not in INITS]
         if unknown or not self.inits:
             raise ValueError(f"inits: expected a non-empty selection of {', '.join(INITS)}, got {self.inits}")
@@ -161,8 +165,9 @@ def meta_init(cfg: AdaptConfig, learn: bool, progress: bool) -> tuple[dict[str, 
     """Backbone state of a meta-trained init (cached), and its λ."""
     mcfg = meta_config(cfg, learn)
     out = cfg.cache_root() / f"meta-{_key(asdict(mcfg))}"
-    trainer = MetaSparsity(mcfg, out, resume=distributed.on_main((out / "checkpoint.pt").exists))
-    trainer.train(progress=progress)
+    with locked(out) if distributed.current().main else contextlib.nullcontext():  # rank 0 speaks for a launch
+        trainer = MetaSparsity(mcfg, out, resume=distributed.on_main((out / "checkpoint.pt").exists))
+        trainer.train(progress=progress)
     return _backbone_state(trainer.model), {"lambda": trainer.lam.detach().tolist(), "cache": str(out)}
 
 
@@ -268,6 +273,7 @@ def adapt_task(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
             pred = model(train_b["image"][idx])[task.name]
         loss = task.loss_fn(pred.float(), train_b[task.name][idx])
+        check_finite(f"adapt ({task.name}, seed {seed})", step, {"loss": loss}, "lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -315,8 +321,8 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
     ``torchrun``, which returns the report on every rank)."""
     seen, targets = cfg.validate()
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {out} exists and is not a directory")
+    require_writable(out)
+    require_writable(cfg.cache_root(), "cache-dir")
     world = distributed.setup(cfg.device)
     device = distributed.local_device(cfg.device)
     from_checkpoint = (  # fails early
@@ -485,7 +491,7 @@ def write_outputs(report: dict, targets: Sequence[Task], out: Path) -> None:
         ax.set(title=t.name, xlabel="adaptation step", ylabel=t.primary_metric)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "adaptation_curves.png", dpi=100)
+    save_figure(fig, out / "adaptation_curves.png")
     layers = list(next(iter(report["inits"].values()))["sparsity"]["per_layer"])
     fig = Figure(figsize=(max(6, 0.5 * len(layers)), 3.5))
     ax = fig.subplots()
@@ -498,10 +504,11 @@ def write_outputs(report: dict, targets: Sequence[Task], out: Path) -> None:
     ax.set(ylabel="group sparsity", ylim=(0, 1), title="backbone group sparsity per layer")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "layer_sparsity.png", dpi=100)
-    (out / "report.md").write_text(
+    save_figure(fig, out / "layer_sparsity.png")
+    save_text(
         f"# Unseen-task adaptation ({report['dataset']}, split {report['split']}"
-        f"{', synthetic data' if report['synthetic_data'] else ''})\n\n{report['table']}\n\n{report['headline']}\n"
+        f"{', synthetic data' if report['synthetic_data'] else ''})\n\n{report['table']}\n\n{report['headline']}\n",
+        out / "report.md",
     )
     save_json(report, out / "report.json")
 
@@ -575,7 +582,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         distributed.setup(cfg.device, args.dist_timeout)
         report = run(cfg, args.out, progress=not args.quiet)
     except (ValueError, CheckpointError, DataError, TaskFileError) as e:
-        fail(parser.prog, str(e))
+        fail(parser.prog, e)
     if not distributed.current().main:
         distributed.teardown()
         return report

@@ -1,11 +1,20 @@
-"""Atomic checkpoint files: written to a temporary file in the same folder, synced, then renamed over the target,
-so an interrupted write never leaves a truncated checkpoint behind."""
+"""Atomic checkpoint and report files: written to a temporary file in the same folder, synced, then renamed over
+the target, so an interrupted write never leaves a truncated file behind.
+
+Each writer's temporary file carries its process id (``.checkpoint.pt.<pid>.<random>.tmp``), so two processes never
+share one, and the temporary files of writers that no longer run (killed mid-write) are removed by the next write to
+the same target.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +25,36 @@ class CheckpointError(ValueError):
     """A checkpoint file that is missing, unreadable, truncated or of another run."""
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` with ``torch.save`` atomically to ``path``."""
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete the temporary files that writers of ``path`` left behind when they were killed (their process is
+    gone); returns what was removed. Temporary files of live writers are kept."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(binary file)`` on a fresh temporary file next to ``path``, sync it and rename it over ``path``."""
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
@@ -37,12 +69,56 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         raise
 
 
-def save_json(obj: Any, path: str | Path) -> None:
-    """Write ``obj`` as indented JSON to ``path`` through a temporary file and a rename (never half-written)."""
+@contextlib.contextmanager
+def locked(folder: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder ``folder`` (an advisory ``fcntl.flock`` on ``.<name>.lock`` beside
+    it) while the block runs, so two processes that fill the same cache entry take turns and the second finds the
+    first one's result instead of racing it. Five lines of the standard library, so no dependency for it."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` with ``torch.save`` atomically to ``path``."""
+    _atomic_write(Path(path), lambda f: torch.save(state, f))
+
+
+def save_text(text: str, path: str | Path) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> None:
+    """Save a matplotlib figure to ``path`` atomically, in the format its suffix names (``.png``)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
+    _atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip("."), dpi=dpi))
+
+
+def _strict(obj: Any) -> Any:
+    """``obj`` with every NaN or ±inf float replaced by ``None``."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_strict(v) for v in obj]
+    return obj
+
+
+def save_json(obj: Any, path: str | Path) -> None:
+    """Write ``obj`` as indented, strict JSON to ``path`` atomically.
+
+    A value that is not a finite number can only be an *undefined* metric here (AUROC or F1 on a test set without
+    positives, say): it is written as ``null``, never as the non-standard ``NaN``. Blow-ups during training never
+    reach a report: the training loops stop at them ([`check_finite`][l2sparse.guards.check_finite])."""
+    text = json.dumps(_strict(obj), indent=2, allow_nan=False).encode()
+    _atomic_write(Path(path), lambda f: f.write(text))
 
 
 def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -57,6 +133,11 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
     missing = [k for k in required if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    model = state.get("model") if isinstance(state, dict) else None
+    if isinstance(model, dict):
+        bad = [k for k, v in model.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+        if bad:
+            raise CheckpointError(f"{path}: model weights {bad[0]} hold NaN or infinite values; delete the file")
     return state
 
 

@@ -27,10 +27,11 @@ from matplotlib.patches import Rectangle
 from torch import Tensor
 
 from l2sparse.adapt import latency_ms
-from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_json
+from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_figure, save_json, save_text
 from l2sparse.cli import ArgumentParser, fail, require_positive
 from l2sparse.data import DataError, get_dataset, require_root
 from l2sparse.device import resolve_device
+from l2sparse.guards import check_finite, require_finite, require_writable
 from l2sparse.models import MODELS, MultiTaskModel, backbone_state, check_model, create_model
 from l2sparse.sparsity import channel_groups, count_macs, count_params
 from l2sparse.sparsity.groups import group_matrix
@@ -133,6 +134,15 @@ class LomtConfig:
         if self.rule not in RULES:
             raise ValueError(f"rule: expected one of {', '.join(RULES)}, got {self.rule!r}")
         require_positive(self, ("sparse_steps", "trials", "probe_steps", "steps", "image_size", "train_size"))
+        require_finite(self, ("lam", "threshold", "epsilon"))
+        if not self.lam >= 0:
+            raise ValueError(f"lam: expected λ ≥ 0, got {self.lam}")
+        if not 0 <= self.threshold < 1:
+            raise ValueError(f"threshold: expected a fraction of active groups in [0, 1), got {self.threshold}")
+        if self.epsilon < 0:
+            raise ValueError(f"epsilon: expected a relative loss tolerance ≥ 0, got {self.epsilon}")
+        if self.seed < 0:
+            raise ValueError(f"seed: expected an integer ≥ 0, got {self.seed}")
         layers = MODELS[self.model].backbone().layer_names
         for task, layer in self.attach.items():
             if task not in {t.name for t in tasks}:
@@ -176,9 +186,12 @@ def probe_losses(cfg: LomtConfig, task: Task, out: Path, progress: bool) -> dict
         model.backbone.eval()
         opt = torch.optim.Adam(model.heads.parameters(), lr=1e-3)
         g = torch.Generator().manual_seed(cfg.seed)
-        for _ in range(cfg.probe_steps):
+        for step in range(1, cfg.probe_steps + 1):
             idx = torch.randint(len(data["image"]), (16,), generator=g).to(device)
             loss = task_losses(model, [task], {k: v[idx] for k, v in data.items()})[task.name]
+            check_finite(
+                f"lomt probe ({task.name}, {layer})", step, {"loss": loss}, "check the task's loss and targets"
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -192,8 +205,7 @@ def run(cfg: LomtConfig, out: str | Path, progress: bool = True) -> dict:
     """The whole pipeline; writes ``report.json``, ``report.md`` and ``activity.png`` into ``out``."""
     tasks = cfg.validate()
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {out} exists and is not a directory")
+    require_writable(out)
     layers = MODELS[cfg.model].backbone().layer_names
     states: dict[str, list] = {}
     for task in tasks:
@@ -284,7 +296,7 @@ def write_outputs(report: dict, out: Path) -> None:
     ax.set_title("active groups per layer (min over trials)\nred: chosen attachment", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
-    fig.savefig(out / "activity.png", dpi=100)
+    save_figure(fig, out / "activity.png")
     lines = [
         "| task | layer | metric | LOMT | plain MTL | MACs LOMT | MACs plain | ms LOMT | ms plain |",
         "|---" * 9 + "|",
@@ -304,8 +316,8 @@ def write_outputs(report: dict, out: Path) -> None:
         f"{c['lomt']['latency_ms']:.2f} | {c['plain']['latency_ms']:.2f} |"
     )
     report["table"] = "\n".join(lines)
-    (out / "report.md").write_text(
-        f"# LOMT vs plain multi-task ({report['dataset']}, {report['split']})\n\n{report['table']}\n"
+    save_text(
+        f"# LOMT vs plain multi-task ({report['dataset']}, {report['split']})\n\n{report['table']}\n", out / "report.md"
     )
     save_json(report, out / "report.json")
 

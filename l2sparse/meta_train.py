@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from l2sparse import distributed
-from l2sparse.checkpoint import CheckpointError, save_json
+from l2sparse.checkpoint import CheckpointError, save_figure, save_json
 from l2sparse.cli import ArgumentParser, fail
 from l2sparse.data import DataError, get_dataset
 from l2sparse.meta.backends import BACKENDS
@@ -58,7 +58,7 @@ def plot_trajectory(log: list[dict], layers: Sequence[str], path: Path) -> None:
     ax3.set(xlabel="meta-iteration", title="group sparsity per layer")
     fig.colorbar(image, ax=ax3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
 
 
 def report(trainer: MetaSparsity) -> dict:
@@ -161,9 +161,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         cfg.validate()  # before joining the process group: a bad option stops every rank alike, at once
         distributed.setup(cfg.device, args.dist_timeout)
         trainer = MetaSparsity(cfg, args.out, resume=args.resume)
+        trainer.train(progress=not args.quiet)
     except (ValueError, ImportError, CheckpointError, DataError, TaskFileError) as e:
-        fail(parser.prog, str(e))
-    trainer.train(progress=not args.quiet)
+        fail(parser.prog, e)
     if not trainer.world.main:
         distributed.teardown()
         return {}

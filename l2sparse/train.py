@@ -20,10 +20,18 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from l2sparse.checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint, save_json
+from l2sparse.checkpoint import (
+    CheckpointError,
+    check_resumable,
+    load_checkpoint,
+    locked,
+    save_checkpoint,
+    save_json,
+)
 from l2sparse.cli import ArgumentParser, fail, require_positive
 from l2sparse.data import DataError, get_dataset, make_dataset, require_root
 from l2sparse.device import DEVICES, resolve_device
+from l2sparse.guards import check_finite, check_finite_model, require_finite, require_writable
 from l2sparse.models import MultiTaskModel, check_model, create_model
 from l2sparse.sparsity import ProxAdam, ProxSGD, channel_groups, compact, max_output_difference, sparsity_report
 from l2sparse.sparsity.report import count_macs, count_params
@@ -67,6 +75,10 @@ class TrainConfig:
         """
         require_root(self.dataset, self.data_root)
         reg = load_registry(self.tasks_dir)
+        if self.tasks is not None and not all(self.tasks):
+            raise ValueError(f"tasks: expected comma-separated task names, got {','.join(self.tasks)!r}")
+        if self.tasks is not None and self.split is not None:
+            raise ValueError("tasks / split: give the tasks or a split whose seen tasks to train, not both")
         if self.tasks is not None:
             tasks = reg.get(self.dataset, self.tasks)
         elif self.split is not None:
@@ -77,8 +89,11 @@ class TrainConfig:
         if self.data_root is not None and not Path(self.data_root).is_dir():
             raise ValueError(f"data-root: {self.data_root} is not a folder")
         check_model(self.model)
+        require_finite(self, ("lam", "lr"))
         if not self.lam >= 0:
             raise ValueError(f"lam: expected λ ≥ 0, got {self.lam}")
+        if self.seed < 0:
+            raise ValueError(f"seed: expected an integer ≥ 0, got {self.seed}")
         require_positive(self, ("steps", "batch_size", "image_size", "train_size", "test_size", "ckpt_every"))
         if not self.lr > 0:
             raise ValueError(f"lr: expected a positive learning rate, got {self.lr}")
@@ -156,14 +171,14 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     """Run fixed-λ training; writes ``out/checkpoint.pt`` and ``out/report.json`` and returns the report.
 
     Raises:
-        ValueError: a bad option, or an ``out`` folder that is a file / already holds a run (without ``resume``).
+        ValueError: a bad option, an ``out`` folder that cannot be written or already holds a run (without
+            ``resume``), or a loss or weight that became NaN or infinite (a ``BlowUpError`` naming the step).
         CheckpointError: ``resume`` with a missing, corrupt or mismatching checkpoint.
     """
     tasks = cfg.validate()
     out = Path(out)
     ckpt_path = out / "checkpoint.pt"
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {out} exists and is not a directory")
+    require_writable(out)
     state = None
     if resume:
         state = load_checkpoint(ckpt_path, ("config", "model", "optimizer", "weighting", "step", "rng"))
@@ -182,19 +197,23 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     rng = torch.Generator().manual_seed(cfg.seed)
     step, last_loss, elapsed = 0, float("nan"), 0.0
     if state is not None:
-        model.load_state_dict(state["model"])
-        weighting.load_state_dict(state["weighting"])
-        opt.load_state_dict(state["optimizer"])
-        rng.set_state(state["rng"])
-        step = state["step"]
-        last_loss, elapsed = state["last_loss"], state["elapsed_s"]
+        try:
+            model.load_state_dict(state["model"])
+            weighting.load_state_dict(state["weighting"])
+            opt.load_state_dict(state["optimizer"])
+            rng.set_state(state["rng"])
+            step = int(state["step"])
+            last_loss, elapsed = float(state["last_loss"]), float(state["elapsed_s"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{ckpt_path}: its contents do not fit this run ({type(e).__name__}: {e})") from e
 
     train_data = load_split(cfg, tasks, "train", cfg.train_size, device, progress)
     test_data = load_split(cfg, tasks, cfg.eval_split, cfg.test_size, device, progress)
     n_train = len(train_data["image"])
-    out.mkdir(parents=True, exist_ok=True)
 
     def checkpoint() -> None:
+        check_finite_model("train", step, model, "lower --lr", ckpt_path)
+        out.mkdir(parents=True, exist_ok=True)  # created at the first checkpoint: an early error leaves nothing
         save_checkpoint(
             {
                 "config": asdict(cfg),
@@ -221,6 +240,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         opt.step()
         step += 1
         last_loss = loss.item()
+        check_finite("train", step, {"loss": last_loss}, "lower --lr", ckpt_path)
         bar.update(1)
         if step % 25 == 0 or step == cfg.steps:
             bar.set_postfix(loss=f"{last_loss:.3f}", group_sparsity=f"{sparsity_report(model, groups)['group']:.2f}")
@@ -248,13 +268,19 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
 
 def train_or_reuse(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
     """The report of the run in ``out``: read when that run finished with exactly ``cfg``, else trained (resumed
-    from its checkpoint, which refuses a checkpoint saved with other options)."""
+    from its checkpoint, which refuses a checkpoint saved with other options). The folder is locked meanwhile
+    ([`locked`][l2sparse.checkpoint.locked]): a second process asking for the same run waits and reuses it."""
     out = Path(out)
-    if (out / "report.json").exists():
-        report = json.loads((out / "report.json").read_text())
-        if report.get("config") == asdict(cfg):
-            return report
-    return train(cfg, out, resume=(out / "checkpoint.pt").exists(), progress=progress)
+    with locked(out):
+        if (out / "report.json").exists():
+            try:
+                report = json.loads((out / "report.json").read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                path = out / "report.json"
+                raise CheckpointError(f"{path}: not a readable report ({e}); delete it to retrain") from e
+            if isinstance(report, dict) and report.get("config") == asdict(cfg):
+                return report
+        return train(cfg, out, resume=(out / "checkpoint.pt").exists(), progress=progress)
 
 
 def build_parser() -> ArgumentParser:
@@ -291,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     cfg = TrainConfig(
         **{k: v for k, v in vars(args).items() if k not in ("out", "resume", "quiet", "tasks")},
-        tasks=args.tasks.split(",") if args.tasks else None,
+        tasks=None if args.tasks is None else args.tasks.split(","),
     )
     try:
         report = train(cfg, args.out, resume=args.resume, progress=not args.quiet)

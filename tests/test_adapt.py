@@ -108,8 +108,9 @@ def test_zero_groups_stay_zero_during_adaptation():
         (["--eval-every", "0"], "eval-every: expected a positive integer, got 0"),
         (["--fixed-steps", "0"], "fixed-steps: expected a positive integer, got 0"),
         (["--lr", "-1"], "lr: expected a finite number > 0, got -1.0"),
-        (["--lam-init", "nan"], "lam-init: λ = exp(ρ) must start > 0, got nan"),
-        (["--lam-init", "inf"], "lam-init: expected a finite λ ≥ 0, got inf"),
+        (["--lam-init", "nan"], "lam-init: expected a finite number, got nan"),
+        (["--lam-init", "inf"], "lam-init: expected a finite number, got inf"),
+        (["--lam-init", "-1"], "lam-init: λ = exp(ρ) must start > 0, got -1.0"),
         (["--inits", "random", "--budget", "2"], "budget: expected a fraction in [0, 1], got 2.0"),
     ],
 )

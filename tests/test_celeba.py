@@ -76,6 +76,18 @@ def _rewrite_line(path: Path, n: int, text: str) -> None:
         (lambda r: _rewrite_line(r / "CelebAMask-HQ-attribute-anno.txt", 2, "0.jpg 1 -1"), r"anno.txt:3: expected"),
         (lambda r: (r / "CelebA-HQ-img/2.jpg").write_bytes(b"broken"), "2.jpg: not a readable image"),
         (
+            lambda r: [(r / f"CelebA-HQ-img/{i}.jpg").unlink() for i in (3, 10, 12)],
+            r"anno.txt: 3 row\(s\) name images missing from .*CelebA-HQ-img \(first: 3.jpg\)",
+        ),
+        (
+            lambda r: _rewrite_line(r / "CelebAMask-HQ-attribute-anno.txt", 3, "one.jpg" + " 1" * 40),
+            r"anno.txt:4: expected '<integer id>.jpg'",
+        ),
+        (
+            lambda r: (r / "CelebAMask-HQ-attribute-anno.txt").write_bytes(b"6\n\xff\xfe\n"),
+            r"anno.txt: not UTF-8 text \(byte 2\)",
+        ),
+        (
             lambda r: __import__("PIL.Image").Image.new("L", (9, 16)).save(r / "CelebAMask-HQ-mask/2.png"),
             r"2.png: mask of size \(16, 9\) does not match its image \(16, 16\)",
         ),

@@ -80,6 +80,8 @@ def require_root(name: str, root: str | Path | None) -> DatasetEntry:
     entry = get_dataset(name)
     if entry.needs_root and root is None:
         raise ValueError(f"data-root: dataset {name!r} reads files; pass --data-root")
+    if not entry.needs_root and root is not None:
+        raise ValueError(f"data-root: dataset {name!r} is generated and reads no folder; leave --data-root out")
     return entry
 
 

@@ -91,7 +91,10 @@ def read_attributes(path: Path) -> tuple[list[str], dict[int, np.ndarray]]:
     """Parse the official attribute file into names and ``{id: (40,) float32 in {0, 1}}``."""
     if not path.is_file():
         raise DataError(f"{path}: attribute file missing")
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); expected the official attribute file") from e
     if len(lines) < 2 or not lines[0].strip().isdigit():
         raise DataError(f"{path}: line 1 must be the image count, got {lines[0][:40] if lines else ''!r}")
     count, names = int(lines[0]), lines[1].split()
@@ -103,8 +106,9 @@ def read_attributes(path: Path) -> tuple[list[str], dict[int, np.ndarray]]:
     table = {}
     for n, row in enumerate(rows, start=3):
         values = row[1:]
-        if len(values) != len(names) or not row[0].endswith(".jpg") or not set(values) <= {"1", "-1"}:
-            raise DataError(f"{path}:{n}: expected '<id>.jpg' and {len(names)} values in {{-1, 1}}")
+        ok_id = row[0].endswith(".jpg") and row[0][:-4].isdigit()
+        if len(values) != len(names) or not ok_id or not set(values) <= {"1", "-1"}:
+            raise DataError(f"{path}:{n}: expected '<integer id>.jpg' and {len(names)} values in {{-1, 1}}")
         table[int(row[0][:-4])] = (np.array(values, dtype=np.float32) > 0).astype(np.float32)
     return names, table
 
@@ -148,6 +152,12 @@ class CelebAMaskHQ(CachedDataset):
         missing = [i for i in ids if i not in self.attributes]
         if missing:
             raise DataError(f"{self.root / ATTRIBUTE_FILE}: no row for image {missing[0]}.jpg")
+        absent = sorted(set(self.attributes) - set(ids))
+        if absent:
+            raise DataError(
+                f"{self.root / ATTRIBUTE_FILE}: {len(absent)} row(s) name images missing from {self.image_dir} "
+                f"(first: {absent[0]}.jpg); restore them or remove their rows (and fix the count on line 1)"
+            )
         self.mask_kind = self._mask_kind()
         if "faceparts" in self.targets:
             if self.mask_kind is None:

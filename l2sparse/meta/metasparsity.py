@@ -34,6 +34,7 @@ from l2sparse.cli import require_positive
 from l2sparse.data import make_dataset, require_root
 from l2sparse.data.episodes import EpisodeSampler
 from l2sparse.device import DEVICES
+from l2sparse.guards import check_finite, check_finite_model, require_finite, require_writable
 from l2sparse.meta.backends import InnerLoop, get_backend
 from l2sparse.meta.budget import Budget
 from l2sparse.meta.inner import InnerConfig
@@ -42,6 +43,7 @@ from l2sparse.sparsity import ConvGroups, adam_prox_, channel_groups, filter_nor
 from l2sparse.tasks import Task, load_registry
 
 RESUMABLE_CHANGES = ("meta_iters", "ckpt_every", "device")
+BLOW_UP_FIX = "lower --inner-lr, --outer-lr or --lam-lr"
 
 
 @dataclass
@@ -108,6 +110,9 @@ class MetaConfig:
         registry = load_registry(self.tasks_dir)
         registry.split_of(self.split, self.dataset)
         check_model(self.model)
+        require_finite(self, ("lam_init", "inner_lr", "outer_lr", "lam_lr", "budget", "budget_macs", "budget_ramp"))
+        if self.seed < 0:
+            raise ValueError(f"seed: expected an integer ≥ 0, got {self.seed}")
         if self.learn_lambda and not self.lam_init > 0:
             raise ValueError(f"lam-init: λ = exp(ρ) must start > 0, got {self.lam_init}")
         if not (math.isfinite(self.lam_init) and self.lam_init >= 0):
@@ -237,28 +242,34 @@ class MetaSparsity:
         self.iteration, self.log, self.elapsed = 0, [], 0.0
         self.budget = cfg.make_budget()
         self.nu = 0.0  # the budget's log multiplier of λ (0 without a budget)
+        distributed.broadcast_module_(self.model)  # every rank starts from rank 0's meta-init
         self.filter_norms = filter_norms(self.model, self.groups) if cfg.keep_norms else None
         if state is not None:
             try:
-                self.model.load_state_dict(state["model"])
-                self.opt.load_state_dict(state["optimizer"])
-            except (RuntimeError, ValueError, KeyError) as e:
-                raise CheckpointError(f"{self.ckpt_path}: does not fit model {cfg.model!r} ({e})") from e
-            with torch.no_grad():
-                self.rho.copy_(state["rho"])
-            self.sampler.load_state_dict(state["sampler"])
-            self.iteration, self.log, self.elapsed = state["iteration"], state["log"], state["elapsed_s"]
-            self.nu = state["budget_nu"]
-            if self.budget is not None:  # the schedule of the original run, even if --meta-iters grew
-                self.budget.ramp = state["budget_ramp"]
-            if self.filter_norms is not None:
-                self.filter_norms = {k: v.to(self.device) for k, v in state["filter_norms"].items()}
-        distributed.broadcast_module_(self.model)  # every rank starts from rank 0's meta-init
+                self._restore(state)
+            except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+                raise CheckpointError(
+                    f"{self.ckpt_path}: its contents do not fit model {cfg.model!r} and this run "
+                    f"({type(e).__name__}: {e})"
+                ) from e
+
+    def _restore(self, state: dict) -> None:
+        """Load a checkpoint's model, optimiser, ρ, sampler, log and budget state into this trainer."""
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        with torch.no_grad():
+            self.rho.copy_(state["rho"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.iteration, self.log, self.elapsed = int(state["iteration"]), list(state["log"]), state["elapsed_s"]
+        self.nu = float(state["budget_nu"])
+        if self.budget is not None:  # the schedule of the original run, even if --meta-iters grew
+            self.budget.ramp = state["budget_ramp"]
+        if self.filter_norms is not None:
+            self.filter_norms = {k: v.to(self.device) for k, v in state["filter_norms"].items()}
 
     def _saved_state(self, resume: bool) -> dict | None:
         """The checkpoint to resume from (checked against the config), or None for a fresh run."""
-        if self.out.exists() and not self.out.is_dir():
-            raise ValueError(f"out: {self.out} exists and is not a directory")
+        require_writable(self.out)
         if resume:
             state = load_checkpoint(self.ckpt_path, ("config", "model", "rho", "optimizer", "sampler", "iteration"))
             check_resumable(state["config"], asdict(self.cfg), RESUMABLE_CHANGES, self.ckpt_path)
@@ -314,8 +325,11 @@ class MetaSparsity:
 
     def checkpoint(self, started: float) -> None:
         """Write the run's state atomically (rank 0 only; the other ranks hold the same state)."""
+        check_finite_model("meta_train", self.iteration, self.model, BLOW_UP_FIX, self.ckpt_path, "meta-iteration")
+        distributed.check_in_step(self.model, f"meta_train at meta-iteration {self.iteration}")
         if not self.world.main:
             return
+        self.out.mkdir(parents=True, exist_ok=True)  # created at the first checkpoint: an early error leaves nothing
         save_checkpoint(
             {
                 "config": asdict(self.cfg),
@@ -336,14 +350,14 @@ class MetaSparsity:
 
     def train(self, progress: bool = True, on_iteration: Callable[[dict], None] | None = None) -> None:
         """Run meta-iterations until ``meta_iters``, checkpointing every ``ckpt_every`` and at the end."""
-        if self.world.main:
-            self.out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         bar = tqdm(
             total=self.cfg.meta_iters, initial=self.iteration, desc="meta", disable=not progress or not self.world.main
         )
         while self.iteration < self.cfg.meta_iters:
             entry = self.meta_step()
+            values = {"outer loss": entry["outer_loss"], "λ": torch.tensor(entry["lambda"])}
+            check_finite("meta_train", self.iteration, values, BLOW_UP_FIX, self.ckpt_path, "meta-iteration")
             self.log.append(entry)
             if on_iteration is not None:
                 on_iteration(entry)

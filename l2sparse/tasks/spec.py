@@ -107,7 +107,14 @@ class Task:
 
         def loss(pred: Tensor, target: Tensor) -> Tensor:
             self.check_target(pred, target)
-            return fn(pred, target)
+            value = fn(pred, target)
+            if not (isinstance(value, Tensor) and value.ndim == 0):
+                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise ValueError(
+                    f"task {self.name!r} ({self.source or 'defined in code'}): loss {self.loss!r} returned {got}, "
+                    "expected a scalar tensor (reduce it, e.g. with .mean())"
+                )
+            return value
 
         return loss
 
@@ -170,6 +177,21 @@ def _check_fields(raw: Mapping, fields: Mapping[str, type], required: Sequence[s
             raise TaskFileError(f"{where}: field {k!r} must be {fields[k].__name__}, got {type(v).__name__}")
 
 
+def _check_callable(path: str, field_name: str, where: str, what: str) -> None:
+    """Import a task file's ``"module:function"`` now, so that any failure (a missing module, a module that raises
+    or does not compile, a missing name, an object that is not a function) names the file at validation time."""
+    try:
+        found = import_object(path)
+    except (ImportError, AttributeError) as e:
+        raise TaskFileError(f"{where}: {field_name} {path!r} is {what} ({e})") from e
+    except Exception as e:  # the user's module raised while it was imported (SyntaxError included)
+        raise TaskFileError(
+            f"{where}: {field_name} {path!r}: importing it raised {type(e).__name__}: {e}".replace("\n", " ")
+        ) from e
+    if not callable(found):
+        raise TaskFileError(f"{where}: {field_name} {path!r} is a {type(found).__name__}, not a function")
+
+
 def parse_task(raw: Mapping, where: str, attribute_names: Sequence[str], merges: Mapping[str, Sequence[int]]) -> Task:
     """Validate a task file's contents against the dataset's attribute names and class merges."""
     _check_fields(raw, TASK_FIELDS, REQUIRED_TASK_FIELDS, where)
@@ -180,17 +202,9 @@ def parse_task(raw: Mapping, where: str, attribute_names: Sequence[str], merges:
     if raw["metrics"] not in METERS:
         raise TaskFileError(f"{where}: unknown metrics {raw['metrics']!r}; valid: {', '.join(METERS)}")
     if raw["loss"] not in LOSSES:
-        try:
-            import_object(raw["loss"])
-        except (ImportError, AttributeError) as e:
-            raise TaskFileError(
-                f"{where}: loss {raw['loss']!r} is neither a built-in ({', '.join(LOSSES)}) nor importable ({e})"
-            ) from e
+        _check_callable(raw["loss"], "loss", where, f"neither a built-in ({', '.join(LOSSES)}) nor importable")
     if "transform" in raw:
-        try:
-            import_object(raw["transform"])
-        except (ImportError, AttributeError) as e:
-            raise TaskFileError(f"{where}: transform {raw['transform']!r} is not importable ({e})") from e
+        _check_callable(raw["transform"], "transform", where, "not importable")
     hib = dict(HIGHER_IS_BETTER[raw["metrics"]])
     given = raw.get("higher_is_better", {})
     bad = sorted(set(given) - set(METRIC_NAMES[raw["metrics"]]))
