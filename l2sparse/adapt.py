@@ -50,7 +50,7 @@ from l2sparse.cli import ArgumentParser, fail, require_positive
 from l2sparse.data import DataError, get_dataset, make_dataset, require_root
 from l2sparse.data.episodes import MetaTestSampler
 from l2sparse.device import DEVICES
-from l2sparse.guards import check_finite, require_writable
+from l2sparse.guards import check_finite, check_numbers, require_writable
 from l2sparse.meta.metasparsity import MetaConfig, MetaSparsity
 from l2sparse.metrics import delta_m
 from l2sparse.models import backbone_state, check_model, create_model
@@ -98,6 +98,7 @@ class AdaptConfig:
 
     def validate(self) -> tuple[list[Task], list[Task]]:
         """Check the options; returns (seen tasks, tasks to adapt to). Raises ``ValueError`` naming the option."""
+        check_numbers(self)
         reg = load_registry(self.tasks_dir)
         split = reg.split_of(self.split, self.dataset)
         if self.task == "unseen":
@@ -321,17 +322,16 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
     ``torchrun``, which returns the report on every rank)."""
     seen, targets = cfg.validate()
     out = Path(out)
-    require_writable(out)
-    require_writable(cfg.cache_root(), "cache-dir")
     world = distributed.setup(cfg.device)
+    distributed.on_main(lambda: check_folders(cfg, out))  # rank 0 alone writes
     device = distributed.local_device(cfg.device)
     from_checkpoint = (  # fails early
         None if cfg.checkpoint is None else distributed.on_main(lambda: checkpoint_init(cfg, cfg.checkpoint))
     )
     entry = get_dataset(cfg.dataset)
     sampler = meta_test_sampler(cfg, targets, device)
-    for t in targets:
-        sampler.task(t.name, cfg.shots)  # --shots larger than the training images: fail before any training
+    for t in targets:  # too many --shots, or a task whose loss or transform misbehaves: fail before any training
+        try_task(cfg, t, sampler.task(t.name, cfg.shots), device)
 
     started = time.perf_counter()
     builders = {
@@ -385,6 +385,24 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
     if world.main:
         write_outputs(report, targets, out)
     return report
+
+
+def check_folders(cfg: AdaptConfig, out: Path) -> None:
+    """``out`` must be writable, and so must the cache when an init will be trained into it."""
+    require_writable(out)
+    cached = {"meta_dense", "fixed_lambda"} | ({"meta_sparse"} if cfg.checkpoint is None else set())
+    if cached & set(cfg.inits):
+        where = "cache-dir" if cfg.cache_dir else "cache-dir (default: $L2SPARSE_CACHE or ~/.cache/l2sparse)"
+        require_writable(cfg.cache_root(), where)
+
+
+@torch.no_grad()
+def try_task(cfg: AdaptConfig, task: Task, episode: Mapping, device: torch.device) -> None:
+    """One loss of a fresh model on two of the task's training images, so that a target that does not fit the head
+    or a loss that is not a scalar is an error naming the task file before any init is trained."""
+    model = create_model(cfg.model, [task]).to(device).train()
+    images = episode["train"]["image"][:2]
+    task.loss_fn(model(images)[task.name], episode["train"][task.name][:2])
 
 
 def adapt_job(

@@ -1,9 +1,9 @@
 """Atomic checkpoint and report files: written to a temporary file in the same folder, synced, then renamed over
 the target, so an interrupted write never leaves a truncated file behind.
 
-Each writer's temporary file carries its process id (``.checkpoint.pt.<pid>.<random>.tmp``), so two processes never
-share one, and the temporary files of writers that no longer run (killed mid-write) are removed by the next write to
-the same target.
+Each writer's temporary file carries its process id and host (``.checkpoint.pt.<pid>@<host>.<random>.tmp``), so
+two processes never share one, and the temporary files of writers on this host that no longer run (killed
+mid-write) are removed by the next write to the same target (a writer on another host is never judged from here).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import fcntl
 import json
 import math
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,9 +41,9 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
     gone); returns what was removed. Temporary files of live writers are kept."""
     path = Path(path)
     removed = []
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+    for tmp in path.parent.glob(f".{path.name}.*@*.tmp"):
+        pid, _, host = tmp.name[len(path.name) + 2 : -len(".tmp")].rsplit(".", 1)[0].partition("@")
+        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
@@ -51,7 +52,9 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
 def _atomic_write(path: Path, write) -> None:
     """Call ``write(binary file)`` on a fresh temporary file next to ``path``, sync it and rename it over ``path``."""
     remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}@{socket.gethostname()}.", suffix=".tmp", dir=path.parent
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -129,7 +132,9 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated/corrupt archives
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(e).__name__})") from e
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or corrupt: {type(e).__name__}); delete it to start again"
+        ) from e
     missing = [k for k in required if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")

@@ -25,12 +25,13 @@ def fail(prog: str, error: str | BaseException) -> NoReturn:
     ``prog: error: [rank r] message``) only an error that may be its own, one met after the ranks joined or, before,
     by the first rank of another machine; an error that rank 0 decided for everyone (its note says so) is never
     repeated."""
+    text = " ".join(str(error).split())  # one line, whatever the message holds (torch's load errors hold newlines)
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     decided = "decided on rank 0" in getattr(error, "__notes__", ())
     if rank == 0:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {text}", file=sys.stderr)
     elif not decided and ((dist.is_available() and dist.is_initialized()) or local_rank == 0):
-        print(f"{prog}: error: [rank {rank}] {error}", file=sys.stderr)
+        print(f"{prog}: error: [rank {rank}] {text}", file=sys.stderr)
     raise SystemExit(2)
 
 

@@ -7,9 +7,10 @@ into ``prog: error: ...`` and exit code 2.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -20,15 +21,24 @@ class BlowUpError(ValueError):
     """A loss, λ or weight that became NaN or infinite during training."""
 
 
-def require_finite(config: object, names: Sequence[str]) -> None:
-    """Raise ``ValueError("lam: expected a finite number, got inf")`` for the first option that is NaN or ±inf
-    (options set to ``None`` are skipped)."""
-    for name in names:
-        value = getattr(config, name)
-        values = value if isinstance(value, list | tuple) else [value]
-        for v in values:
-            if v is not None and not math.isfinite(v):
-                raise ValueError(f"{name.replace('_', '-')}: expected a finite number, got {v}")
+MAX_INT = 2**63 - 1  # what torch seeds and sizes accept
+
+
+def check_numbers(config: object) -> None:
+    """The check every command's configuration passes first: each float field (or list of floats) must be finite and
+    each int field an integer in 0..2⁶³−1 (sizes, steps, counts and seeds are never negative). Raises ``ValueError``
+    naming the option, e.g. ``seed: expected an integer ≥ 0, got -7``. Ranges particular to one option (``lr > 0``,
+    a fraction in [0, 1]) are checked where the option is declared."""
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, f.name)
+        option = f.name.replace("_", "-")
+        for v in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(v, bool):
+                continue
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{option}: expected a finite number, got {v}")
+            if isinstance(v, int) and not 0 <= v <= MAX_INT:
+                raise ValueError(f"{option}: expected an integer ≥ 0, got {v}")
 
 
 def require_writable(out: str | Path, option: str = "out") -> None:

@@ -31,7 +31,7 @@ from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_figure, s
 from l2sparse.cli import ArgumentParser, fail, require_positive
 from l2sparse.data import DataError, get_dataset, require_root
 from l2sparse.device import resolve_device
-from l2sparse.guards import check_finite, require_finite, require_writable
+from l2sparse.guards import check_finite, check_numbers, require_writable
 from l2sparse.models import MODELS, MultiTaskModel, backbone_state, check_model, create_model
 from l2sparse.sparsity import channel_groups, count_macs, count_params
 from l2sparse.sparsity.groups import group_matrix
@@ -134,15 +134,13 @@ class LomtConfig:
         if self.rule not in RULES:
             raise ValueError(f"rule: expected one of {', '.join(RULES)}, got {self.rule!r}")
         require_positive(self, ("sparse_steps", "trials", "probe_steps", "steps", "image_size", "train_size"))
-        require_finite(self, ("lam", "threshold", "epsilon"))
-        if not self.lam >= 0:
-            raise ValueError(f"lam: expected λ ≥ 0, got {self.lam}")
+        check_numbers(self)
+        self.train_config(tasks, lam=self.lam, group_mode=self.group_mode).validate()  # the runs' own options
         if not 0 <= self.threshold < 1:
             raise ValueError(f"threshold: expected a fraction of active groups in [0, 1), got {self.threshold}")
         if self.epsilon < 0:
             raise ValueError(f"epsilon: expected a relative loss tolerance ≥ 0, got {self.epsilon}")
-        if self.seed < 0:
-            raise ValueError(f"seed: expected an integer ≥ 0, got {self.seed}")
+
         layers = MODELS[self.model].backbone().layer_names
         for task, layer in self.attach.items():
             if task not in {t.name for t in tasks}:
@@ -199,6 +197,11 @@ def probe_losses(cfg: LomtConfig, task: Task, out: Path, progress: bool) -> dict
             model.eval()
             losses[layer] = task_losses(model, [task], val)[task.name].item()
     return losses
+
+
+def _cell(value: float | None) -> str:
+    """A metric for the table; undefined (NaN, or null in a reused report) shows as –."""
+    return "–" if value is None or value != value else f"{value:.3f}"
 
 
 def run(cfg: LomtConfig, out: str | Path, progress: bool = True) -> dict:
@@ -305,8 +308,8 @@ def write_outputs(report: dict, out: Path) -> None:
         metric = next(iter(report["metrics"]["lomt"][t]))
         c = report["task_sets"][t]
         lines.append(
-            f"| {t} | {report['attach'][t]} | {metric} | {report['metrics']['lomt'][t][metric]:.3f} | "
-            f"{report['metrics']['plain'][t][metric]:.3f} | {c['lomt']['macs'] / 1e6:.2f}M | "
+            f"| {t} | {report['attach'][t]} | {metric} | {_cell(report['metrics']['lomt'][t][metric])} | "
+            f"{_cell(report['metrics']['plain'][t][metric])} | {c['lomt']['macs'] / 1e6:.2f}M | "
             f"{c['plain']['macs'] / 1e6:.2f}M | {c['lomt']['latency_ms']:.2f} | {c['plain']['latency_ms']:.2f} |"
         )
     all_key = "+".join(tasks)

@@ -20,8 +20,10 @@ def _same_shape(pred: Tensor, target: Tensor, loss: str) -> None:
 
 
 def cross_entropy(pred: Tensor, target: Tensor) -> Tensor:
-    """Pixel-wise cross-entropy; ``pred (B, C, H, W)`` logits, ``target (B, H, W)`` int64 with -1 = ignore."""
-    return F.cross_entropy(pred, target, ignore_index=IGNORE_INDEX)
+    """Pixel-wise cross-entropy; ``pred (B, C, H, W)`` logits, ``target (B, H, W)`` int64 with -1 = ignore. A batch
+    whose pixels are all ignored contributes 0 (torch's mean over no pixels would be NaN)."""
+    per_pixel = F.cross_entropy(pred, target, ignore_index=IGNORE_INDEX, reduction="none")
+    return per_pixel.sum() / (target != IGNORE_INDEX).sum().clamp_min(1)
 
 
 def l1_valid(pred: Tensor, target: Tensor) -> Tensor:

@@ -31,7 +31,7 @@ from l2sparse.checkpoint import (
 from l2sparse.cli import ArgumentParser, fail, require_positive
 from l2sparse.data import DataError, get_dataset, make_dataset, require_root
 from l2sparse.device import DEVICES, resolve_device
-from l2sparse.guards import check_finite, check_finite_model, require_finite, require_writable
+from l2sparse.guards import check_finite, check_finite_model, check_numbers, require_writable
 from l2sparse.models import MultiTaskModel, check_model, create_model
 from l2sparse.sparsity import ProxAdam, ProxSGD, channel_groups, compact, max_output_difference, sparsity_report
 from l2sparse.sparsity.report import count_macs, count_params
@@ -40,6 +40,7 @@ from l2sparse.weighting import WEIGHTINGS
 
 OPTIMIZERS = {"sgd": ProxSGD, "adam": ProxAdam}
 RESUMABLE_CHANGES = ("steps", "ckpt_every", "device")  # options that do not change the trajectory so far
+BLOW_UP_FIX = "lower the learning rate (train's --lr) or check the data and the task losses"
 
 
 @dataclass
@@ -73,6 +74,7 @@ class TrainConfig:
 
         Tasks: ``tasks`` if given, else the seen tasks of ``split``, else every task of ``<dataset>-default``.
         """
+        check_numbers(self)
         require_root(self.dataset, self.data_root)
         reg = load_registry(self.tasks_dir)
         if self.tasks is not None and not all(self.tasks):
@@ -89,11 +91,8 @@ class TrainConfig:
         if self.data_root is not None and not Path(self.data_root).is_dir():
             raise ValueError(f"data-root: {self.data_root} is not a folder")
         check_model(self.model)
-        require_finite(self, ("lam", "lr"))
         if not self.lam >= 0:
             raise ValueError(f"lam: expected λ ≥ 0, got {self.lam}")
-        if self.seed < 0:
-            raise ValueError(f"seed: expected an integer ≥ 0, got {self.seed}")
         require_positive(self, ("steps", "batch_size", "image_size", "train_size", "test_size", "ckpt_every"))
         if not self.lr > 0:
             raise ValueError(f"lr: expected a positive learning rate, got {self.lr}")
@@ -182,6 +181,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     state = None
     if resume:
         state = load_checkpoint(ckpt_path, ("config", "model", "optimizer", "weighting", "step", "rng"))
+        if not isinstance(state["config"], dict):
+            raise CheckpointError(f"{ckpt_path}: its config is not a mapping; delete it or choose another --out")
         check_resumable(state["config"], asdict(cfg), RESUMABLE_CHANGES, ckpt_path)
     elif ckpt_path.exists():
         raise ValueError(f"out: {out} already holds a run; pass --resume to continue it or choose another --out")
@@ -212,7 +213,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     n_train = len(train_data["image"])
 
     def checkpoint() -> None:
-        check_finite_model("train", step, model, "lower --lr", ckpt_path)
+        check_finite_model("train", step, model, BLOW_UP_FIX, ckpt_path)
         out.mkdir(parents=True, exist_ok=True)  # created at the first checkpoint: an early error leaves nothing
         save_checkpoint(
             {
@@ -240,7 +241,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         opt.step()
         step += 1
         last_loss = loss.item()
-        check_finite("train", step, {"loss": last_loss}, "lower --lr", ckpt_path)
+        check_finite("train", step, {"loss": last_loss}, BLOW_UP_FIX, ckpt_path)
         bar.update(1)
         if step % 25 == 0 or step == cfg.steps:
             bar.set_postfix(loss=f"{last_loss:.3f}", group_sparsity=f"{sparsity_report(model, groups)['group']:.2f}")

@@ -79,7 +79,8 @@ def test_a_subset_of_inits_trains_only_those(tmp_path):
     report = main([*TINY, "--task", "normals", "--inits", "random,meta_sparse", "--cache-dir", str(tmp_path / "c"),
                    "--out", str(tmp_path / "o")])  # fmt: skip
     assert list(report["inits"]) == ["meta_sparse", "random"]
-    assert [p.name.split("-")[0] for p in (tmp_path / "c").iterdir()] == ["meta"]  # no λ = 0 or fixed-λ runs
+    entries = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert [e.split("-")[0] for e in entries] == [".meta", "meta"]  # its lock and run; no λ = 0 or fixed-λ runs
     assert "| meta_sparse |" in report["table"] and "meta_dense" not in report["table"]
     assert (tmp_path / "o" / "layer_sparsity.png").stat().st_size > 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from subprocess import PIPE
@@ -40,7 +41,8 @@ BAD = [
     ("meta_train", ["--budget", "nan"], "budget: expected a finite number, got nan"),
     ("meta_train", ["--budget-ramp", "nan"], "budget-ramp: expected a finite number, got nan"),
     ("meta_train", ["--seed", "-7"], "seed: expected an integer ≥ 0, got -7"),
-    ("adapt", ["--lam-grid", "nan"], "lam-grid: expected finite λ values ≥ 0, got [nan]"),
+    ("adapt", ["--lam-grid", "0.1,nan"], "lam-grid: expected a finite number, got nan"),
+    ("adapt", ["--lam-grid", "0.1,-1"], "lam-grid: expected finite λ values ≥ 0, got [0.1, -1.0]"),
     ("adapt", ["--budget-macs", "inf"], "budget-macs: expected a finite number, got inf"),
     ("adapt", ["--inits", "random", "--lam-init", "-1"], "lam-init: λ = exp(ρ) must start > 0, got -1.0"),
     ("lomt", ["--threshold", "nan"], "threshold: expected a finite number, got nan"),
@@ -48,6 +50,9 @@ BAD = [
     ("lomt", ["--epsilon", "-1"], "epsilon: expected a relative loss tolerance ≥ 0, got -1.0"),
     ("lomt", ["--lam", "inf"], "lam: expected a finite number, got inf"),
     ("lomt", ["--seed", "-7"], "seed: expected an integer ≥ 0, got -7"),
+    ("lomt", ["--group-mode", "sideways"], "group-mode: expected one of in, out, got 'sideways'"),
+    ("lomt", ["--test-size", "0"], "test-size: expected a positive integer, got 0"),
+    ("train", ["--seed", str(2**64)], f"seed: expected an integer ≥ 0, got {2**64}"),
     # options that conflict
     ("train", ["--tasks", ""], "tasks: expected comma-separated task names, got ''"),
     ("train", ["--tasks", "depth", "--split", "synthetic-default"], "tasks / split: give the tasks or a split"),
@@ -114,7 +119,8 @@ def test_a_training_blow_up_stops_at_its_step_and_keeps_the_last_good_checkpoint
     err = run_failing(
         "train", ["--steps", "40", "--lr", "1e6", "--ckpt-every", "1", "--out", str(out)], tmp_path, capsys
     )
-    found = re.search(r"python -m l2sparse\.train: error: train: (.+) at step (\d+) \(not finite\); lower --lr", err)
+    pattern = r"python -m l2sparse\.train: error: train: (.+) at step (\d+) \(not finite\); lower the learning rate"
+    found = re.search(pattern + r" \(train's --lr\)", err)
     assert found, err
     step = int(found.group(2))
     if step > 1:  # a checkpoint was written at every step before the blow-up: the last one is named and finite
@@ -133,7 +139,7 @@ def test_a_meta_training_blow_up_names_the_meta_iteration_and_writes_no_report(t
         main([*base, "--inner-lr", "1e6", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.count("\n") == 1, err
-    assert "meta_train:" in err and "at meta-iteration 1" in err and "lower --inner-lr" in err
+    assert "meta_train:" in err and "at meta-iteration 1" in err and "meta_train's --inner-lr" in err
     assert "no checkpoint was written before it" in err
     assert not (tmp_path / "out" / "report.json").exists() and not (tmp_path / "out" / "checkpoint.pt").exists()
 
@@ -166,16 +172,18 @@ def test_reports_are_strict_json_with_undefined_metrics_as_null(tmp_path):
 
 def test_temporary_files_of_killed_writers_are_removed_by_the_next_write(tmp_path):
     target = tmp_path / "checkpoint.pt"
-    dead = tmp_path / ".checkpoint.pt.999999999.abc.tmp"  # no process has this id
-    live = tmp_path / f".checkpoint.pt.{os.getpid()}.xyz.tmp"  # a writer that still runs
-    other = tmp_path / ".report.json.999999999.abc.tmp"  # another target's
-    for f in (dead, live, other):
+    host = socket.gethostname()
+    dead = tmp_path / f".checkpoint.pt.999999999@{host}.abc.tmp"  # no process has this id
+    live = tmp_path / f".checkpoint.pt.{os.getpid()}@{host}.xyz.tmp"  # a writer that still runs
+    elsewhere = tmp_path / ".checkpoint.pt.999999999@another.host.abc.tmp"  # a writer on another machine
+    other = tmp_path / f".report.json.999999999@{host}.abc.tmp"  # another target's
+    for f in (dead, live, elsewhere, other):
         f.write_bytes(b"partial")
     save_checkpoint({"x": torch.ones(2)}, target)
-    assert not dead.exists() and live.exists() and other.exists()
+    assert not dead.exists() and live.exists() and elsewhere.exists() and other.exists()
     assert torch.load(target, weights_only=True)["x"].tolist() == [1.0, 1.0]
     assert remove_stale_temps(tmp_path / "report.json") == [other]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name, elsewhere.name])
 
 
 BROKEN_CODE = {
@@ -236,19 +244,28 @@ def test_broken_custom_code_is_found_when_the_task_file_is_read(tmp_path, capsys
     ],
     ids=["loss-not-scalar", "transform-shape"],
 )
-@pytest.mark.parametrize("command", ["train", "meta_train"])
+@pytest.mark.parametrize("command", ["train", "meta_train", "adapt"])
 def test_custom_code_that_misbehaves_in_training_stops_before_anything_is_written(
     tmp_path, capsys, user_code, fields, message, command
 ):
+    """In adapt the task is unseen: the check runs before any init is trained (the cache stays empty)."""
     (user_code / "floor.toml").write_text(TASK + fields)
     (user_code / "splits").mkdir()
     (user_code / "splits" / "floor.toml").write_text(
         'name = "floor-split"\ndataset = "synthetic"\nseen = ["floor"]\nunseen = ["depth"]\n'
     )
-    which = ["--tasks", "floor", "--batch-size", "4"] if command == "train" else ["--split", "floor-split"]
+    (user_code / "splits" / "floor-unseen.toml").write_text(
+        'name = "floor-unseen"\ndataset = "synthetic"\nseen = ["depth"]\nunseen = ["floor"]\n'
+    )
+    which = {
+        "train": ["--tasks", "floor", "--batch-size", "4"],
+        "meta_train": ["--split", "floor-split"],
+        "adapt": ["--split", "floor-unseen"],
+    }[command]
     err = run_failing(command, ["--tasks-dir", str(user_code), *which], tmp_path, capsys)
-    assert f"task 'floor' ({user_code / 'floor.toml'}): {message}" in err
-    assert not (tmp_path / "out").exists()
+    shown = message.replace("(4, 1)", "(2, 1)").replace("(4,)", "(2,)") if command == "adapt" else message
+    assert f"task 'floor' ({user_code / 'floor.toml'}): {shown}" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
 def test_a_readable_checkpoint_with_wrong_contents_is_refused_naming_it(tmp_path, capsys):

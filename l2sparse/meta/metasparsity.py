@@ -34,7 +34,7 @@ from l2sparse.cli import require_positive
 from l2sparse.data import make_dataset, require_root
 from l2sparse.data.episodes import EpisodeSampler
 from l2sparse.device import DEVICES
-from l2sparse.guards import check_finite, check_finite_model, require_finite, require_writable
+from l2sparse.guards import BlowUpError, check_finite, check_finite_model, check_numbers, require_writable
 from l2sparse.meta.backends import InnerLoop, get_backend
 from l2sparse.meta.budget import Budget
 from l2sparse.meta.inner import InnerConfig
@@ -43,7 +43,7 @@ from l2sparse.sparsity import ConvGroups, adam_prox_, channel_groups, filter_nor
 from l2sparse.tasks import Task, load_registry
 
 RESUMABLE_CHANGES = ("meta_iters", "ckpt_every", "device")
-BLOW_UP_FIX = "lower --inner-lr, --outer-lr or --lam-lr"
+BLOW_UP_FIX = "lower the learning rates (meta_train's --inner-lr, --outer-lr, --lam-lr) or check the task losses"
 
 
 @dataclass
@@ -98,6 +98,7 @@ class MetaConfig:
     def validate(self, world: distributed.World | None = None) -> list[Task]:
         """Check every option, for ``world`` (default: the ``torchrun`` launch this process is part of, if any);
         returns the split's seen tasks. Raises ``ValueError`` naming the option."""
+        check_numbers(self)
         require_root(self.dataset, self.data_root)
         inner = self.inner()
         if self.learn_lambda and not inner.lambda_exact:
@@ -110,9 +111,6 @@ class MetaConfig:
         registry = load_registry(self.tasks_dir)
         registry.split_of(self.split, self.dataset)
         check_model(self.model)
-        require_finite(self, ("lam_init", "inner_lr", "outer_lr", "lam_lr", "budget", "budget_macs", "budget_ramp"))
-        if self.seed < 0:
-            raise ValueError(f"seed: expected an integer ≥ 0, got {self.seed}")
         if self.learn_lambda and not self.lam_init > 0:
             raise ValueError(f"lam-init: λ = exp(ρ) must start > 0, got {self.lam_init}")
         if not (math.isfinite(self.lam_init) and self.lam_init >= 0):
@@ -260,10 +258,10 @@ class MetaSparsity:
         with torch.no_grad():
             self.rho.copy_(state["rho"])
         self.sampler.load_state_dict(state["sampler"])
-        self.iteration, self.log, self.elapsed = int(state["iteration"]), list(state["log"]), state["elapsed_s"]
-        self.nu = float(state["budget_nu"])
+        self.iteration, self.log = int(state["iteration"]), list(state["log"])
+        self.elapsed, self.nu = float(state["elapsed_s"]), float(state["budget_nu"])
         if self.budget is not None:  # the schedule of the original run, even if --meta-iters grew
-            self.budget.ramp = state["budget_ramp"]
+            self.budget.ramp = int(state["budget_ramp"])
         if self.filter_norms is not None:
             self.filter_norms = {k: v.to(self.device) for k, v in state["filter_norms"].items()}
 
@@ -357,7 +355,12 @@ class MetaSparsity:
         while self.iteration < self.cfg.meta_iters:
             entry = self.meta_step()
             values = {"outer loss": entry["outer_loss"], "λ": torch.tensor(entry["lambda"])}
-            check_finite("meta_train", self.iteration, values, BLOW_UP_FIX, self.ckpt_path, "meta-iteration")
+            try:
+                check_finite("meta_train", self.iteration, values, BLOW_UP_FIX, self.ckpt_path, "meta-iteration")
+            except BlowUpError as e:
+                if not self.world.main:  # every rank holds the same values: rank 0 reports it
+                    e.add_note("decided on rank 0")
+                raise
             self.log.append(entry)
             if on_iteration is not None:
                 on_iteration(entry)

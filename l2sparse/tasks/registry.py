@@ -67,6 +67,8 @@ def _read(path: Path) -> dict:
         return tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise TaskFileError(f"{path}: not valid TOML ({e})") from e
+    except OSError as e:
+        raise TaskFileError(f"{path}: cannot be read as a task file ({e.strerror})") from e
 
 
 def load_registry(tasks_dirs: str | Path | Sequence[str | Path] | None = None) -> Registry:

@@ -108,13 +108,13 @@ class Task:
         def loss(pred: Tensor, target: Tensor) -> Tensor:
             self.check_target(pred, target)
             value = fn(pred, target)
-            if not (isinstance(value, Tensor) and value.ndim == 0):
+            if not (isinstance(value, Tensor) and value.numel() == 1):
                 got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
                 raise ValueError(
                     f"task {self.name!r} ({self.source or 'defined in code'}): loss {self.loss!r} returned {got}, "
                     "expected a scalar tensor (reduce it, e.g. with .mean())"
                 )
-            return value
+            return value.reshape(())
 
         return loss
 
@@ -184,7 +184,7 @@ def _check_callable(path: str, field_name: str, where: str, what: str) -> None:
         found = import_object(path)
     except (ImportError, AttributeError) as e:
         raise TaskFileError(f"{where}: {field_name} {path!r} is {what} ({e})") from e
-    except Exception as e:  # the user's module raised while it was imported (SyntaxError included)
+    except (Exception, SystemExit) as e:  # the user's module raised (or exited) while imported; SyntaxError too
         raise TaskFileError(
             f"{where}: {field_name} {path!r}: importing it raised {type(e).__name__}: {e}".replace("\n", " ")
         ) from e
