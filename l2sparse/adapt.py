@@ -176,12 +176,19 @@ def checkpoint_init(cfg: AdaptConfig, path: str) -> tuple[dict[str, Tensor], dic
     """Backbone state from a ``meta_train`` checkpoint, which must match the split and the model."""
     state = load_checkpoint(path, ("config", "model", "rho"))
     saved = state["config"]
+    if not (isinstance(saved, dict) and isinstance(state["model"], dict) and torch.is_tensor(state["rho"])):
+        raise CheckpointError(f"{path}: not a meta_train checkpoint (config, model or rho of the wrong kind)")
     for key in ("split", "model", "dataset"):
         if saved.get(key) != getattr(cfg, key):
             raise CheckpointError(
                 f"{path}: trained with {key} {saved.get(key)!r}, but this run uses {getattr(cfg, key)!r}"
             )
-    return backbone_state(state["model"]), {"lambda": state["rho"].exp().tolist(), "checkpoint": str(path)}
+    backbone = backbone_state(state["model"])
+    try:  # the backbone must fit now, not after the other inits have trained
+        check_model(cfg.model).backbone().load_state_dict(backbone)
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{path}: its backbone does not fit model {cfg.model!r} ({e})") from e
+    return backbone, {"lambda": state["rho"].exp().tolist(), "checkpoint": str(path)}
 
 
 def fixed_lambda_init(cfg: AdaptConfig, seen: Sequence[Task], progress: bool) -> tuple[dict[str, Tensor], dict]:

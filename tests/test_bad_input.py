@@ -316,3 +316,16 @@ def test_two_processes_filling_one_cache_entry_take_turns(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outs
     assert outs[0][0] == outs[1][0]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".entry.lock", "entry"]
+
+
+def test_a_checkpoint_of_another_backbone_is_refused_before_any_training(tmp_path, capsys):
+    main, base = COMMANDS["meta_train"]
+    main([*base, "--out", str(tmp_path / "meta")])
+    path = tmp_path / "meta" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    name = next(k for k in state["model"] if k.startswith("backbone.") and k.endswith("conv.weight"))
+    state["model"][name] = state["model"][name][:, :1]  # one input channel instead of three
+    torch.save(state, path)
+    err = run_failing("adapt", ["--inits", "meta_sparse,meta_dense", "--checkpoint", str(path)], tmp_path, capsys)
+    assert f"{path}: its backbone does not fit model 'tiny'" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()

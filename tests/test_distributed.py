@@ -45,9 +45,20 @@ def max_diff(a: dict, b: dict) -> float:
     "mode",
     [
         ["--order", "second_order", "--meta-batch", "4", "--budget", "0.3", "--meta-iters", "3"],
-        ["--order", "first_order", "--inner-steps", "1", "--meta-batch", "2", "--meta-iters", "3"],
+        [
+            "--order",
+            "first_order",
+            "--inner-steps",
+            "1",
+            "--meta-batch",
+            "2",
+            "--meta-iters",
+            "3",
+            "--backend",
+            "higher",
+        ],
     ],
-    ids=["second_order-budget", "first_order"],
+    ids=["second_order-budget", "first_order-higher"],
 )
 def test_two_processes_follow_the_one_process_trajectory(tmp_path, mode):
     for nproc in (1, 2):
@@ -100,6 +111,14 @@ def test_a_meta_batch_that_does_not_divide_is_one_line_from_rank_zero(tmp_path):
     assert rank0.returncode == 2 and rank0.stderr.strip().startswith(line) and len(rank0.stderr.splitlines()) == 1
     rank1 = launch([*SMALL, "--meta-batch", "3", "--out", "run"], 1, tmp_path, {**env, "RANK": "1", "LOCAL_RANK": "1"})
     assert rank1.returncode == 2 and rank1.stderr == ""
+    assert not (tmp_path / "run").exists()
+
+
+def test_cuda_without_enough_gpus_is_one_line_from_rank_zero(tmp_path):
+    done = launch([*SMALL, "--device", "cuda", "--out", "run"], 2, tmp_path)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("python -m l2sparse.meta_train: error:")]
+    assert len(errors) == 1 and "device:" in errors[0] and "CUDA" in errors[0], done.stderr[-2000:]
     assert not (tmp_path / "run").exists()
 
 
@@ -235,4 +254,6 @@ def test_each_rank_computes_only_its_share(tmp_path, module):
         assert done.returncode == 0, done.stderr[-2000:]
         calls[nproc] = {f.name: len(f.read_text()) for f in (tmp_path / f"calls{nproc}").iterdir()}
     assert set(calls[2]) == {"rank0", "rank1"}
-    assert calls[2]["rank0"] == calls[2]["rank1"] == calls[1]["rank0"] // 2 > 0
+    tried = 1 if module == "l2sparse.adapt" else 0  # adapt tries each unseen task's loss once per process first
+    work = {rank: n - tried for rank, n in calls[2].items()}
+    assert work["rank0"] == work["rank1"] == (calls[1]["rank0"] - tried) // 2 > 0
