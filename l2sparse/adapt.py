@@ -125,13 +125,17 @@ class AdaptConfig:
             raise ValueError(f"inits: expected a non-empty selection of {', '.join(INITS)}, got {self.inits}")
         if not self.lam_grid or not all(0 <= lam < float("inf") for lam in self.lam_grid):
             raise ValueError(f"lam-grid: expected finite λ values ≥ 0, got {self.lam_grid}")
-        meta_trained = bool({"meta_sparse", "meta_dense"} & set(self.inits)) and not (
-            self.checkpoint and "meta_dense" not in self.inits
-        )
+        meta_trained = bool(self.trained_inits() & {"meta_sparse", "meta_dense"})
         # λ₀ and the budget, whatever the inits, before any training; the meta-batch split only if it is used
         meta_config(self, learn=True).validate(None if meta_trained else distributed.World())
         distributed.local_device(self.device, distributed.launched())
         return reg.seen(self.split), targets
+
+    def trained_inits(self) -> set[str]:
+        """The inits this run trains into the cache: all but ``random``, and ``meta_sparse`` only without
+        ``--checkpoint``."""
+        trained = {"meta_dense", "fixed_lambda"} | ({"meta_sparse"} if self.checkpoint is None else set())
+        return trained & set(self.inits)
 
     def cache_root(self) -> Path:
         return Path(self.cache_dir or os.environ.get("L2SPARSE_CACHE") or Path.home() / ".cache" / "l2sparse")
@@ -354,7 +358,8 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
     for job in tqdm(world.deal(jobs), desc="adapt", disable=not progress or not world.main):
         name, task, seed = job
         measure = task == targets[0].name and seed == 0
-        done[job] = adapt_job(cfg, inits[name][0], by_name[task], sampler.task(task, cfg.shots, seed), seed, measure)
+        episode = sampler.task(task, cfg.shots, seed)
+        done[job] = adapt_job(cfg, inits[name][0], by_name[task], episode, seed, device, measure)
     done = {job: result for part in distributed.all_gather_objects(done) for job, result in part.items()}
 
     report: dict = {
@@ -397,8 +402,7 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
 def check_folders(cfg: AdaptConfig, out: Path) -> None:
     """``out`` must be writable, and so must the cache when an init will be trained into it."""
     require_writable(out)
-    cached = {"meta_dense", "fixed_lambda"} | ({"meta_sparse"} if cfg.checkpoint is None else set())
-    if cached & set(cfg.inits):
+    if cfg.trained_inits():
         where = "cache-dir" if cfg.cache_dir else "cache-dir (default: $L2SPARSE_CACHE or ~/.cache/l2sparse)"
         require_writable(cfg.cache_root(), where)
 
@@ -413,12 +417,16 @@ def try_task(cfg: AdaptConfig, task: Task, episode: Mapping, device: torch.devic
 
 
 def adapt_job(
-    cfg: AdaptConfig, backbone: Mapping[str, Tensor], task: Task, episode: Mapping, seed: int, measure: bool
+    cfg: AdaptConfig,
+    backbone: Mapping[str, Tensor],
+    task: Task,
+    episode: Mapping,
+    seed: int,
+    device: torch.device,
+    measure: bool,
 ) -> dict:
-    """One fine-tuning job ([`adapt_task`][l2sparse.adapt.adapt_task]) on this rank's device:
-    ``{"metrics", "curve"}``, plus with ``measure`` the adapted model's ``"size"`` (params, MACs and latency,
-    dense and compacted)."""
-    device = distributed.local_device(cfg.device)
+    """One fine-tuning job ([`adapt_task`][l2sparse.adapt.adapt_task]) on ``device``: ``{"metrics", "curve"}``, plus
+    with ``measure`` the adapted model's ``"size"`` (params, MACs and latency, dense and compacted)."""
     model, metrics, curve = adapt_task(cfg, backbone, task, episode, seed, device)
     result: dict = {"metrics": metrics, "curve": curve}
     if measure:

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from l2sparse.guards import nonfinite
+
 
 class CheckpointError(ValueError):
     """A checkpoint file that is missing, unreadable, truncated or of another run."""
@@ -140,14 +142,17 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
     model = state.get("model") if isinstance(state, dict) else None
     if isinstance(model, dict):
-        bad = [k for k, v in model.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+        bad = nonfinite({k: v for k, v in model.items() if torch.is_tensor(v)})
         if bad:
             raise CheckpointError(f"{path}: model weights {bad[0]} hold NaN or infinite values; delete the file")
     return state
 
 
-def check_resumable(saved: dict[str, Any], current: dict[str, Any], may_change: tuple[str, ...], path: Path) -> None:
-    """Raise [`CheckpointError`][] naming the options that differ from the saved run's (except ``may_change``)."""
+def check_resumable(saved: Any, current: dict[str, Any], may_change: tuple[str, ...], path: Path) -> None:
+    """Raise [`CheckpointError`][] naming the options that differ from the saved run's (except ``may_change``), or
+    if the saved config is not a mapping at all."""
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: its config is not a mapping; delete it or choose another --out")
     changed = sorted(k for k, v in current.items() if k not in may_change and saved.get(k) != v)
     if changed:
         raise CheckpointError(

@@ -10,6 +10,8 @@ from typing import NoReturn
 
 import torch.distributed as dist
 
+from l2sparse.distributed import REPORTED_ON_MAIN
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line on stderr (``prog: error: ...``) and exit code 2."""
@@ -27,7 +29,7 @@ def fail(prog: str, error: str | BaseException) -> NoReturn:
     repeated."""
     text = " ".join(str(error).split())  # one line, whatever the message holds (torch's load errors hold newlines)
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    decided = "decided on rank 0" in getattr(error, "__notes__", ())
+    decided = REPORTED_ON_MAIN in getattr(error, "__notes__", ())
     if rank == 0:
         print(f"{prog}: error: {text}", file=sys.stderr)
     elif not decided and ((dist.is_available() and dist.is_initialized()) or local_rank == 0):

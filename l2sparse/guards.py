@@ -82,8 +82,8 @@ def check_finite(
     unit: str = "step",
 ) -> None:
     """Raise [`BlowUpError`][] naming the step, the values that are not finite, the option to change (``fix``) and,
-    for a run that checkpoints, the last good checkpoint:
-    ``train: loss = nan at step 7 (not finite); lower --lr (last good checkpoint: runs/x/checkpoint.pt)``."""
+    for a run that checkpoints, the last good checkpoint, e.g. ``train: loss = nan at step 7 (not finite); lower the
+    learning rate ... (last good checkpoint: runs/x/checkpoint.pt)``."""
     bad = nonfinite(values)
     if bad:
         shown = ", ".join(f"{k} = {_first_nonfinite(values[k])}" for k in bad)

@@ -181,8 +181,6 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     state = None
     if resume:
         state = load_checkpoint(ckpt_path, ("config", "model", "optimizer", "weighting", "step", "rng"))
-        if not isinstance(state["config"], dict):
-            raise CheckpointError(f"{ckpt_path}: its config is not a mapping; delete it or choose another --out")
         check_resumable(state["config"], asdict(cfg), RESUMABLE_CHANGES, ckpt_path)
     elif ckpt_path.exists():
         raise ValueError(f"out: {out} already holds a run; pass --resume to continue it or choose another --out")

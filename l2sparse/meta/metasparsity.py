@@ -357,9 +357,8 @@ class MetaSparsity:
             values = {"outer loss": entry["outer_loss"], "λ": torch.tensor(entry["lambda"])}
             try:
                 check_finite("meta_train", self.iteration, values, BLOW_UP_FIX, self.ckpt_path, "meta-iteration")
-            except BlowUpError as e:
-                if not self.world.main:  # every rank holds the same values: rank 0 reports it
-                    e.add_note("decided on rank 0")
+            except BlowUpError as e:  # every rank holds the same values: rank 0 reports it
+                distributed.leave_to_main(e)
                 raise
             self.log.append(entry)
             if on_iteration is not None:
