@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import NoReturn
 
 import torch.distributed as dist
 
 from l2sparse.distributed import REPORTED_ON_MAIN
+
+SILENT_RANK_DELAY_S = 2.0
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -34,6 +37,8 @@ def fail(prog: str, error: str | BaseException) -> NoReturn:
         print(f"{prog}: error: {text}", file=sys.stderr)
     elif not decided and ((dist.is_available() and dist.is_initialized()) or local_rank == 0):
         print(f"{prog}: error: [rank {rank}] {text}", file=sys.stderr)
+    else:  # rank 0 prints it: leave it time to, since torchrun stops every rank once one has exited
+        time.sleep(SILENT_RANK_DELAY_S)
     raise SystemExit(2)
 
 
