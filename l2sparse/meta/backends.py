@@ -77,8 +77,9 @@ class TorchFuncLoop:
             for k in range(cfg.steps):
                 exact = cfg.exact(k)
                 loss = total(episode_losses(forward(fast, episode["train"]["image"]), episode["train"], tasks))
+                # a first-order step's support graph is not on the outer path (its gradient is a constant): free it
                 grads = torch.autograd.grad(
-                    loss, list(fast.values()), create_graph=exact, retain_graph=True, allow_unused=True
+                    loss, list(fast.values()), create_graph=exact, retain_graph=exact, allow_unused=True
                 )
                 fast = prox(_step(fast, grads, cfg.lr, exact), groups, lam, cfg.lr)
             return episode_losses(forward(fast, episode["test"]["image"]), episode["test"], tasks)
@@ -118,8 +119,8 @@ def _detach_all(grads: Sequence[Tensor | None]) -> list[Tensor | None]:
 
 class Learn2LearnLoop:
     """learn2learn's ``MAML``: ``clone()`` then ``adapt(loss)`` per step, the prox applied to the clone's weights
-    through ``l2l.utils.update_module``. Optional: needs ``pip install learn2learn`` (which needs torchvision and a
-    Python where its C extensions build)."""
+    through ``l2l.utils.update_module``. Optional: needs learn2learn, which needs torchvision and a Python where its
+    C extensions build; ``bash scripts/l2l_env.sh`` builds such an environment (``.venv-l2l``)."""
 
     name = "learn2learn"
 
@@ -132,9 +133,10 @@ class Learn2LearnLoop:
             for k in range(cfg.steps):
                 loss = total(episode_losses(learner(episode["train"]["image"], tasks=names), episode["train"], tasks))
                 learner.adapt(loss, first_order=not cfg.exact(k))
-                before = dict(learner.named_parameters())
+                # the clone wraps the model as ``learner.module``: its own names carry a ``module.`` prefix
+                before = dict(learner.module.named_parameters())
                 after = prox(before, groups, lam, cfg.lr)
-                l2l.utils.update_module(learner, updates=[after[n] - before[n] for n in before])
+                l2l.utils.update_module(learner.module, updates=[after[n] - before[n] for n in before])
             return episode_losses(learner(episode["test"]["image"], tasks=names), episode["test"], tasks)
 
 
@@ -145,7 +147,8 @@ def _import_learn2learn():
         raise ImportError(
             f"backend 'learn2learn' is not importable here ({type(e).__name__}: {e}). Install it with "
             "`pip install learn2learn` on a Python where it builds (it compiles C extensions and imports "
-            "torchvision); or use --backend torchfunc or higher."
+            "torchvision), or build the ready environment with `bash scripts/l2l_env.sh`; or use --backend "
+            "torchfunc or higher."
         ) from e
     return learn2learn
 
