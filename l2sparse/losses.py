@@ -1,13 +1,15 @@
 """Task losses by name. Each takes ``(pred, target)`` and returns a 0-d tensor.
 
 Invalid targets are excluded, never counted as zeros: segmentation ignores label -1, depth ignores 0, normals
-ignore the zero vector.
+ignore the zero vector. Masks select with ``torch.where``, not boolean indexing, so that every loss has static shapes
+and runs under ``torch.func.vmap`` (episodes of a meta-batch batched together).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -30,7 +32,7 @@ def l1_valid(pred: Tensor, target: Tensor) -> Tensor:
     """Mean absolute error over valid pixels; ``pred, target (B, 1, H, W)``, target 0 = invalid."""
     _same_shape(pred, target, "l1_valid")
     valid = target > 0
-    return (pred - target).abs()[valid].sum() / valid.sum().clamp_min(1)
+    return torch.where(valid, (pred - target).abs(), 0.0).sum() / valid.sum().clamp_min(1)
 
 
 def cosine(pred: Tensor, target: Tensor) -> Tensor:
@@ -38,7 +40,7 @@ def cosine(pred: Tensor, target: Tensor) -> Tensor:
     _same_shape(pred, target, "cosine")
     valid = target.abs().sum(1) > 0
     cos = (F.normalize(pred, dim=1) * target).sum(1)
-    return (1 - cos)[valid].sum() / valid.sum().clamp_min(1)
+    return torch.where(valid, 1 - cos, 0.0).sum() / valid.sum().clamp_min(1)
 
 
 def bce(pred: Tensor, target: Tensor) -> Tensor:
