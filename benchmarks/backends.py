@@ -2,6 +2,7 @@
 
     python benchmarks/backends.py                     # tiny and mid-size configs, second- and first-order
     python benchmarks/backends.py --configs tiny --orders second_order --iters 5
+    python benchmarks/backends.py --profile mid second_order torchfunc   # where a meta-iteration spends its time
 
 Each (config, order, backend) runs in its own subprocess, so its peak resident memory (``ru_maxrss`` after the
 meta-iterations minus before them) is its own; rounds alternate between backends and the best round counts. Every
@@ -25,13 +26,47 @@ CONFIGS = {
 }
 
 
-def worker(config: str, order: str, backend: str, iters: int) -> None:
+CATEGORIES = {  # torch.profiler op name -> part of a meta-iteration, first match wins
+    "convolution_backward": "conv backward (inner gradients, outer backward, double backward)",
+    "convolution": "conv forward",
+    "batch_norm": "BatchNorm forward/backward",
+    "aten::sum": "reductions (BatchNorm double backward, broadcasting)",
+    "norm": "prox group norms",
+}
+
+
+def category(op: str) -> str:
+    return next((c for key, c in CATEGORIES.items() if key in op), "other (elementwise, copies, losses, prox)")
+
+
+def profile(config: str, order: str, backend: str) -> None:
+    """Self CPU time of one (config, order, backend) meta-iteration by op category, from ``torch.profiler``."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    s = setup(config, order, backend)
+    step(s)  # warm-up
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(2):
+            step(s)
+    parts: dict[str, float] = {}
+    for e in prof.key_averages():
+        if e.key.startswith("aten::"):
+            parts[category(e.key)] = parts.get(category(e.key), 0.0) + e.self_cpu_time_total
+    total = sum(parts.values())
+    print(f"{config} {order} {backend}: self CPU time of aten ops over 2 meta-iterations, {total / 2e3:.0f} ms each")
+    for name, t in sorted(parts.items(), key=lambda kv: -kv[1]):
+        print(f"  {100 * t / total:5.1f}%  {name}")
+
+
+def setup(config: str, order: str, backend: str) -> dict:
+    """Model, channel groups, ρ, optimiser, episode sampler and backend of one benchmark config (seeded, so every
+    backend starts from the same init and sees the same episodes)."""
     import torch
 
     from l2sparse.data.episodes import EpisodeSampler
     from l2sparse.data.synthetic import SyntheticScenes
     from l2sparse.meta import InnerConfig, get_backend
-    from l2sparse.meta.metasparsity import meta_update
     from l2sparse.models import create_model
     from l2sparse.sparsity import channel_groups
     from l2sparse.tasks import load_registry
@@ -42,25 +77,43 @@ def worker(config: str, order: str, backend: str, iters: int) -> None:
     data = SyntheticScenes("train", 64, size).tensors()
     torch.manual_seed(0)
     model = create_model(model_name, tasks)
-    groups = channel_groups(model)
     rho = torch.tensor(0.05).log().requires_grad_(True)
-    opt = torch.optim.Adam([{"params": model.parameters(), "lr": 1e-3}, {"params": [rho], "lr": 0.05}])
-    sampler = EpisodeSampler(data, tasks, support, query, subset=len(tasks), meta_batch=meta_batch, seed=0)
-    loop, inner = get_backend(backend), InnerConfig(steps, 0.05, order)
+    return {
+        "model": model,
+        "groups": channel_groups(model),
+        "rho": rho,
+        "opt": torch.optim.Adam([{"params": model.parameters(), "lr": 1e-3}, {"params": [rho], "lr": 0.05}]),
+        "sampler": EpisodeSampler(data, tasks, support, query, subset=len(tasks), meta_batch=meta_batch, seed=0),
+        "loop": get_backend(backend),
+        "inner": InnerConfig(steps, 0.05, order),
+        "tasks": tasks,
+    }
 
+
+def step(s: dict) -> None:
+    """One meta-iteration on a fresh meta-batch."""
+    from l2sparse.meta.metasparsity import meta_update
+
+    meta_update(s["model"], s["groups"], s["rho"], s["loop"], s["sampler"].sample(), s["tasks"], s["inner"], s["opt"])
+
+
+def worker(config: str, order: str, backend: str, iters: int) -> None:
+    s = setup(config, order, backend)
+    model, rho = s["model"], s["rho"]
     # hypergradients of the first meta-batch, for the cross-backend check
-    first = sampler.sample()
-    losses = [sum(loop.query_losses(model, groups, rho.exp(), ep, tasks, inner).values()) for ep in first]
+    first = s["sampler"].sample()
+    losses = [
+        sum(s["loop"].query_losses(model, s["groups"], rho.exp(), ep, s["tasks"], s["inner"]).values()) for ep in first
+    ]
     sum(losses).backward()
     check = {"d_rho": rho.grad.item(), "grad_norm": sum(p.grad.norm() ** 2 for p in model.parameters()).item() ** 0.5}
-    opt.zero_grad()
+    s["opt"].zero_grad()
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times = []
     for _ in range(iters):
-        episodes = sampler.sample()
         start = time.perf_counter()
-        meta_update(model, groups, rho, loop, episodes, tasks, inner, opt)
+        step(s)
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     times.sort()
@@ -74,8 +127,12 @@ def main() -> None:
     p.add_argument("--backends", default="higher,torchfunc,learn2learn")
     p.add_argument("--iters", type=int, default=6, help="meta-iterations timed per run (median)")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds per backend (best counts)")
+    p.add_argument("--profile", nargs=3, metavar=("CONFIG", "ORDER", "BACKEND"), help="op-category breakdown only")
     p.add_argument("--worker", nargs=4, metavar=("CONFIG", "ORDER", "BACKEND", "ITERS"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.profile:
+        profile(*args.profile)
+        return
     if args.worker:
         config, order, backend, iters = args.worker
         worker(config, order, backend, int(iters))
