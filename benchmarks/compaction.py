@@ -1,20 +1,31 @@
-"""Dense vs compacted latency of a group-sparse model, measured side by side in one run.
+"""Dense vs compacted (and BatchNorm-fused, and exported) latency of a group-sparse model, side by side in one run.
 
     python benchmarks/compaction.py                  # tiny model, trained with the fixed-λ trainer
     python benchmarks/compaction.py --lam 0.2 --group-mode in --steps 600 --batch-sizes 1,16
+    python benchmarks/compaction.py --profile        # also: where the time goes, per op (torch.profiler)
+    python benchmarks/compaction.py --checkpoint runs/x/checkpoint.pt --threads 1   # time a run trained before
 
-Trains the model with group sparsity (``l2sparse.train``), compacts it, checks the outputs agree, then times
-both models alternately with ``torch.utils.benchmark`` on the same inputs and prints the ratio, for the whole
-multi-task model and for the backbone alone (the part sparsity shrinks; heads are never pruned).
+Trains the model with group sparsity (``l2sparse.train``), compacts it (dead channels of the backbone and the head
+inputs they feed), folds its BatchNorms into the convs, exports it with ``torch.export``, checks that every variant's
+outputs agree with the dense model's, then times all of them in alternating rounds with ``torch.utils.benchmark``
+on the same inputs and prints each one's time as a ratio to the dense model's, for the whole multi-task model and
+for the backbone alone. Variants: ``compact`` (``compact(model)``), ``+fused`` (``compact(model, fuse=True)``),
+``+fused CL`` (that, in channels-last memory format, the input converted inside the timed call), ``exported``
+(``export_model`` of the fused model, run as its ``module()``), and ``dense CL`` (the dense model in channels-last
+memory format, for reference: what the memory format alone buys).
 Target: at ≥ 70% group sparsity the compacted tiny model runs in ≤ 0.5x the dense time on CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
+from collections.abc import Callable
 
 import torch
+from torch import Tensor, nn
+from torch.profiler import ProfilerActivity, profile
 from torch.utils import benchmark
 
 from l2sparse.checkpoint import load_checkpoint
@@ -24,15 +35,56 @@ from l2sparse.sparsity import (
     compact,
     count_macs,
     count_params,
+    export_model,
     max_output_difference,
     sparsity_report,
 )
 from l2sparse.train import TrainConfig, train
 
+Forward = Callable[[Tensor], object]
 
-def median_time(fn, x: torch.Tensor, min_run_time: float) -> float:
+
+def median_time(fn: Forward, x: Tensor, min_run_time: float) -> float:
+    """Median seconds of one ``fn(x)`` without autograd."""
     timer = benchmark.Timer("with torch.no_grad(): fn(x)", globals={"fn": fn, "x": x, "torch": torch})
     return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def channels_last(module: nn.Module) -> Forward:
+    """``module`` in channels-last memory format, taking ``(B, C, H, W)`` inputs in either format."""
+    cl = copy.deepcopy(module).to(memory_format=torch.channels_last)
+    return lambda x: cl(x.contiguous(memory_format=torch.channels_last))
+
+
+def print_profile(variants: dict[str, Forward], x: Tensor, rows: int) -> None:
+    """The ops that take the most self CPU time in each variant's forward on ``x`` (20 forwards)."""
+    for name, fn in variants.items():
+        with torch.no_grad():
+            for _ in range(5):
+                fn(x)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(20):
+                    fn(x)
+        print(f"\nprofile: {name}, input {tuple(x.shape)}, 20 forwards")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
+def trained(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Tensor]]:
+    """The fixed-λ run's config and model state: ``--checkpoint``'s, or a new run's with the options given."""
+    if args.checkpoint:
+        state = load_checkpoint(args.checkpoint, required=("config", "model"))
+        return TrainConfig(**state["config"]), state["model"]
+    cfg = TrainConfig(
+        model=args.model,
+        lam=args.lam,
+        steps=args.steps,
+        lr=args.lr,
+        image_size=args.image_size,
+        group_mode=args.group_mode,
+    )
+    with tempfile.TemporaryDirectory() as out:
+        train(cfg, out, progress=True)
+        return cfg, load_checkpoint(f"{out}/checkpoint.pt")["model"]
 
 
 def main() -> None:
@@ -44,45 +96,65 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--batch-sizes", default="1,16")
-    p.add_argument("--eval-sizes", default="64,128,256", help="input sides to time at (the model is convolutional)")
+    p.add_argument("--eval-sizes", default="64,128", help="input sides to time at (the model is convolutional)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=3, help="alternating dense/compact timing rounds")
+    p.add_argument("--rounds", type=int, default=9, help="alternating timing rounds; each variant's best is kept")
+    p.add_argument("--profile", action="store_true", help="also print torch.profiler op tables at --image-size")
+    p.add_argument("--checkpoint", help="time this fixed-λ run's checkpoint.pt (its options are read from it)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    cfg = TrainConfig(
-        model=args.model,
-        lam=args.lam,
-        steps=args.steps,
-        lr=args.lr,
-        image_size=args.image_size,
-        group_mode=args.group_mode,
-    )
-    with tempfile.TemporaryDirectory() as out:
-        train(cfg, out, progress=True)
-        state = load_checkpoint(f"{out}/checkpoint.pt")["model"]
+    cfg, state = trained(args)
     tasks = cfg.validate()
-    dense = create_model(args.model, tasks)
+    dense = create_model(cfg.model, tasks)
     dense.load_state_dict(state)
     dense.eval()
     small = compact(dense).eval()
-    sparsity = sparsity_report(dense, channel_groups(dense, mode=args.group_mode))["group"]
-    x = torch.rand(2, 3, args.image_size, args.image_size)
-    print(f"model {args.model}, λ={args.lam}, {args.group_mode}-channel groups, {args.steps} steps: ", end="")
+    fused = compact(dense, fuse=True)
+    example = torch.rand(2, 3, cfg.image_size, cfg.image_size)
+    exported = export_model(fused, example).module()
+    models: dict[str, Forward] = {
+        "dense": dense,
+        "compact": small,
+        "+fused": fused,
+        "+fused CL": channels_last(fused),
+        "exported": exported,
+        "dense CL": channels_last(dense),
+    }
+    backbones: dict[str, Forward] = {
+        "dense": dense.backbone,
+        "compact": small.backbone,
+        "+fused": fused.backbone,
+        "+fused CL": channels_last(fused.backbone),
+        "dense CL": channels_last(dense.backbone),
+    }
+
+    sparsity = sparsity_report(dense, channel_groups(dense, mode=cfg.group_mode))["group"]
+    print(f"model {cfg.model}, λ={cfg.lam}, {cfg.group_mode}-channel groups, {cfg.steps} steps: ", end="")
     print(f"group sparsity {sparsity:.1%}")
-    diff = max_output_difference(dense, small, x)
-    print(f"params {count_params(dense)} -> {count_params(small)}; max |Δ output| {diff:.2e}")
-    size = (3, args.image_size, args.image_size)
-    print(f"MACs at {args.image_size}px {count_macs(dense, size)} -> {count_macs(small, size)}")
-    print(f"{'part':>8} {'input':>5} {'batch':>5} {'dense ms':>9} {'compact ms':>10} {'ratio':>6}")
-    for part in ("model", "backbone"):
-        fns = (dense, small) if part == "model" else (dense.backbone, small.backbone)
+    last = dense.backbone.layer_names[-1]
+    print(f"params {count_params(dense)} -> compact {count_params(small)} -> fused {count_params(fused)}; ", end="")
+    widths = (dense.backbone.out_channels[last], small.backbone.out_channels[last])
+    print(f"channels of the features the heads read ({last}): {widths[0]} -> {widths[1]}")
+    size = (3, cfg.image_size, cfg.image_size)
+    print(f"MACs at {cfg.image_size}px {count_macs(dense, size)} -> {count_macs(small, size)}")
+    names = list(models)[1:]
+    print(f"{'part':>8} {'input':>5} {'batch':>5} {'dense ms':>9} " + " ".join(f"{n:>9}" for n in names), end="")
+    print(f" {'max |Δ|':>8}")
+    for part, fns in (("model", models), ("backbone", backbones)):
         for side in (int(v) for v in args.eval_sizes.split(",")):
             for bs in (int(b) for b in args.batch_sizes.split(",")):
                 x = torch.rand(bs, 3, side, side)
-                times = [[median_time(fn, x, 0.3) for fn in fns] for _ in range(args.rounds)]
-                d, s = (min(t[i] for t in times) for i in (0, 1))
-                print(f"{part:>8} {side:>5} {bs:>5} {1e3 * d:>9.2f} {1e3 * s:>10.2f} {s / d:>6.2f}")
+                rounds = [{n: median_time(fn, x, 0.1) for n, fn in fns.items()} for _ in range(args.rounds)]
+                best = {n: min(r[n] for r in rounds) for n in fns}
+                ratios = " ".join(f"{best[n] / best['dense']:>9.2f}" if n in best else f"{'-':>9}" for n in names)
+                diff = "-"
+                if part == "model":
+                    diff = f"{max(max_output_difference(dense, fn, x) for fn in list(fns.values())[1:]):.1e}"
+                print(f"{part:>8} {side:>5} {bs:>5} {1e3 * best['dense']:>9.2f} {ratios} {diff:>8}")
+    if args.profile:
+        for bs in (int(b) for b in args.batch_sizes.split(",")):
+            print_profile({"dense": dense, "+fused": fused}, torch.rand(bs, 3, cfg.image_size, cfg.image_size), 12)
     if sparsity < 0.7:
         print("note: group sparsity is below the 70% the target is stated for; raise --lam or --steps")
 

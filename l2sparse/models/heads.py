@@ -32,6 +32,10 @@ class DenseHead(nn.Module):
         y = self.fuse(torch.cat([b(x) for b in self.branches], dim=1))
         return F.interpolate(self.classifier(y), size=size, mode="bilinear", align_corners=False)
 
+    def input_layers(self) -> list[nn.Module]:
+        """The layers that read the input feature map, input channel ``j`` as its channel ``j``."""
+        return [self.reduce.conv]
+
 
 class PooledHead(nn.Module):
     """Global average pool then a linear layer: ``(B, C, h, w) -> (B, out_channels)`` logits."""
@@ -42,6 +46,10 @@ class PooledHead(nn.Module):
 
     def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
         return self.fc(x.mean(dim=(2, 3)))
+
+    def input_layers(self) -> list[nn.Module]:
+        """The layers that read the input feature map, input channel ``j`` as its channel ``j``."""
+        return [self.fc]
 
 
 HEADS = {"dense": DenseHead, "pooled": PooledHead}

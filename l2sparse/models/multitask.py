@@ -61,3 +61,21 @@ class MultiTaskModel(nn.Module):
         for layer in self.attach.values():
             spaces[layer_space[layer]].pinned = True
         return spaces
+
+    def head_inputs(self) -> dict[int, list[nn.Module]]:
+        """Index in ``channel_spaces()`` of each space heads read -> the heads' layers that read it.
+
+        Each layer (a conv or a linear) reads channel ``j`` of the space as its input channel ``j``; a head names
+        them with ``input_layers()``. A space that some head without ``input_layers()`` reads is left out, so it
+        stays whole. [`compact`][l2sparse.sparsity.compact.compact] slices these layers when it removes channels.
+        """
+        _, layer_space = self.backbone.channel_spaces()
+        readers: dict[int, list[nn.Module]] = {}
+        opaque: set[int] = set()
+        for task, layer in self.attach.items():
+            head, space = self.heads[task], layer_space[layer]
+            if hasattr(head, "input_layers"):
+                readers.setdefault(space, []).extend(head.input_layers())
+            else:
+                opaque.add(space)
+        return {space: layers for space, layers in readers.items() if space not in opaque}

@@ -1,7 +1,9 @@
-"""Channel-wise group sparsity: groups, penalty, proximal step, report and compaction (pure functions first)."""
+"""Channel-wise group sparsity: groups, penalty, proximal step, report, compaction and export (pure functions first)."""
 
 from l2sparse.sparsity.compact import compact, max_output_difference
+from l2sparse.sparsity.export import export_model, export_onnx
 from l2sparse.sparsity.filter_norms import filter_norms, keep_filter_norms_
+from l2sparse.sparsity.fuse import fuse_batchnorm
 from l2sparse.sparsity.groups import ConvGroups, channel_groups, group_norms
 from l2sparse.sparsity.metric_prox import adam_metric, adam_prox_, metric_prox
 from l2sparse.sparsity.optim import ProxAdam, ProxSGD
@@ -19,7 +21,10 @@ __all__ = [
     "compact",
     "count_macs",
     "count_params",
+    "export_model",
+    "export_onnx",
     "filter_norms",
+    "fuse_batchnorm",
     "group_norms",
     "keep_filter_norms_",
     "layer_penalties",

@@ -6,44 +6,65 @@ A channel of a feature map can be deleted exactly when either
 * every producer writes exact zeros to it (its BatchNorm ``γ_j = β_j = 0``, or a zero filter without BN:
   output-channel groups),
 
-and it is not pinned (the network input, or a feature map a head reads). Channels of a residual stream are one
-space shared by all its producers and readers, so they go only when all of those agree.
+and it is not pinned (the network input, or a feature map whose readers are not all known). Channels of a residual
+stream are one space shared by all its producers and readers, so they go only when all of those agree.
+
+A feature map that heads read is pinned in ``channel_spaces()``, but a model with ``head_inputs()`` names the head
+layers that read it (a dense head's first conv, a pooled head's linear layer). Its channels then go by the same two
+rules with those layers counted as readers, and the heads' input slices ``W[:, j]`` are removed with them. Both
+rules hold for any batch, so the compact model equals the original in train mode as well as in eval mode:
+BatchNorm ``γ_j = β_j = 0`` writes ``0 · x̂ + 0 = 0`` whatever statistics normalise ``x̂``.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from l2sparse.sparsity.fuse import fuse_batchnorm
 from l2sparse.sparsity.spaces import ChannelSpace
 
 
-def _all_zero(t: Tensor, dims: tuple[int, ...]) -> Tensor:
-    return (t == 0).all(dim=dims) if dims else t == 0
-
-
-def keep_mask(space: ChannelSpace) -> Tensor:
-    """Boolean ``(C,)`` mask of the channels of ``space`` that must stay (at least one is always kept)."""
-    convs = [c for c, _ in space.producers] + space.readers
-    n = space.producers[0][0].out_channels if space.producers else space.readers[0].in_channels
-    device = convs[0].weight.device
-    if space.pinned:
-        return torch.ones(n, dtype=torch.bool, device=device)
+def _unread(readers: Sequence[nn.Module], n: int, device: torch.device) -> Tensor:
+    """``(n,)``: channels whose input slice ``W[:, j]`` is zero in every reader (convs and linear layers)."""
     unread = torch.ones(n, dtype=torch.bool, device=device)
-    for r in space.readers:
-        unread &= _all_zero(r.weight.transpose(0, 1), (1, 2, 3))
-    if not space.readers:
-        unread[:] = True
+    for r in readers:
+        unread &= (r.weight.transpose(0, 1).flatten(1) == 0).all(dim=1)
+    return unread
+
+
+def _unproduced(space: ChannelSpace, n: int, device: torch.device) -> Tensor:
+    """``(n,)``: channels every producer writes as exact zeros, in train and eval mode."""
     unproduced = torch.ones(n, dtype=torch.bool, device=device)
     for conv, bn in space.producers:
         if bn is not None:
             unproduced &= (bn.weight == 0) & (bn.bias == 0)
         else:
-            dead = _all_zero(conv.weight, (1, 2, 3))
+            dead = (conv.weight.flatten(1) == 0).all(dim=1)
             unproduced &= dead if conv.bias is None else dead & (conv.bias == 0)
-    keep = ~(unread | unproduced)
+    return unproduced
+
+
+def keep_mask(space: ChannelSpace, head_layers: Sequence[nn.Module] = ()) -> Tensor:
+    """Boolean ``(C,)`` mask of the channels of ``space`` that must stay (at least one is always kept).
+
+    Args:
+        space: the channel space.
+        head_layers: layers outside the space's description that read it too (the heads' first layers, from
+            ``head_inputs()``). When given, they count as readers and the space's pin is lifted: every reader is
+            known, so the usual rules apply. Without them a pinned space keeps every channel.
+    """
+    convs = [c for c, _ in space.producers] + space.readers
+    n = space.producers[0][0].out_channels if space.producers else space.readers[0].in_channels
+    device = convs[0].weight.device
+    if space.pinned and not head_layers:
+        return torch.ones(n, dtype=torch.bool, device=device)
+    readers = [*space.readers, *head_layers]
+    unread = _unread(readers, n, device) if readers else torch.ones(n, dtype=torch.bool, device=device)
+    keep = ~(unread | _unproduced(space, n, device))
     if not keep.any():
         keep[0] = True
     return keep
@@ -66,39 +87,49 @@ def _slice_producer(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, idx: Tensor) -> 
         bn.num_features = len(idx)
 
 
-def _slice_reader(conv: nn.Conv2d, idx: Tensor) -> None:
-    conv.weight = _param(conv.weight[:, idx], conv.weight)
-    conv.in_channels = len(idx)
+def _slice_reader(layer: nn.Conv2d | nn.Linear, idx: Tensor) -> None:
+    layer.weight = _param(layer.weight[:, idx], layer.weight)
+    if isinstance(layer, nn.Linear):
+        layer.in_features = len(idx)
+    else:
+        layer.in_channels = len(idx)
 
 
 @torch.no_grad()
-def compact(model: nn.Module) -> nn.Module:
+def compact(model: nn.Module, fuse: bool = False) -> nn.Module:
     """A physically smaller copy of ``model`` with dead channels removed; ``model`` itself is untouched.
 
     Args:
         model: a module with a ``channel_spaces()`` method (every model from
-            [`create_model`][l2sparse.models.registry.create_model] has one).
+            [`create_model`][l2sparse.models.registry.create_model] has one, and ``head_inputs()`` too, which lets
+            the feature maps heads read lose their dead channels).
+        fuse: also fold every BatchNorm into the conv before it
+            ([`fuse_batchnorm`][l2sparse.sparsity.fuse.fuse_batchnorm]); ``model`` must then be in eval mode, and
+            the result is for inference only.
 
     Returns:
-        A deep copy whose convs and BatchNorms have fewer channels and whose outputs equal the original's up to
-        float rounding, in train and eval mode.
+        A deep copy whose convs, BatchNorms and head input layers have fewer channels and whose outputs equal the
+        original's up to float rounding, in train and eval mode (with ``fuse``: in eval mode only).
     """
     if not hasattr(model, "channel_spaces"):
         raise TypeError(f"compact: {type(model).__name__} has no channel_spaces() describing its wiring")
+    if fuse and model.training:
+        raise ValueError("compact(fuse=True) folds BatchNorm running statistics: call model.eval() first")
     small = copy.deepcopy(model)
     spaces = small.channel_spaces()
-    masks = [keep_mask(s) for s in spaces]
-    for space, keep in zip(spaces, masks, strict=True):
+    heads = small.head_inputs() if hasattr(small, "head_inputs") else {}
+    masks = [keep_mask(s, heads.get(i, ())) for i, s in enumerate(spaces)]
+    for i, (space, keep) in enumerate(zip(spaces, masks, strict=True)):
         if keep.all():
             continue
         idx = keep.nonzero().flatten()
         for conv, bn in space.producers:
             _slice_producer(conv, bn, idx)
-        for conv in space.readers:
-            _slice_reader(conv, idx)
+        for layer in [*space.readers, *heads.get(i, ())]:
+            _slice_reader(layer, idx)
     if hasattr(small, "sync_out_channels"):
         small.sync_out_channels()
-    return small
+    return fuse_batchnorm(small) if fuse else small
 
 
 @torch.no_grad()

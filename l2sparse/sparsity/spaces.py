@@ -21,7 +21,8 @@ class ChannelSpace:
         producers: ``(conv, bn or None)`` pairs whose output channel ``j`` is written (summed, for a residual
             stream) into this space.
         readers: convs that read channel ``j`` as their input channel ``j``.
-        pinned: read by something that cannot lose channels (the network input, a head).
+        pinned: read by something that cannot lose channels (the network input, or a head that ``compact`` cannot
+            slice: see ``MultiTaskModel.head_inputs``).
     """
 
     producers: list[tuple[nn.Conv2d, nn.BatchNorm2d | None]] = field(default_factory=list)
