@@ -76,6 +76,7 @@ class AdaptConfig:
     steps: int = 150
     shots: int = 64
     seeds: int = 3
+    meta_seeds: int = 1
     lr: float = 1e-3
     batch_size: int = 16
     image_size: int = 32
@@ -113,7 +114,9 @@ class AdaptConfig:
         check_model(self.model)
         require_root(self.dataset, self.data_root)
         sizes = ("steps", "shots", "seeds", "batch_size", "image_size", "train_size", "adapt_size", "test_size")
-        require_positive(self, (*sizes, "meta_iters", "fixed_steps", "eval_every"))
+        require_positive(self, (*sizes, "meta_seeds", "meta_iters", "fixed_steps", "eval_every"))
+        if self.meta_seeds > self.seeds:
+            raise ValueError(f"meta-seeds: expected at most --seeds ({self.seeds}), got {self.meta_seeds}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr: expected a finite number > 0, got {self.lr}")
         if self.device not in DEVICES:
@@ -146,7 +149,7 @@ def _key(obj: Mapping) -> str:
     return hashlib.sha256(json.dumps({**obj, "l2sparse": __version__}, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def meta_config(cfg: AdaptConfig, learn: bool) -> MetaConfig:
+def meta_config(cfg: AdaptConfig, learn: bool, seed: int = 0) -> MetaConfig:
     return MetaConfig(
         dataset=cfg.dataset,
         split=cfg.split,
@@ -162,13 +165,14 @@ def meta_config(cfg: AdaptConfig, learn: bool) -> MetaConfig:
         meta_batch=cfg.meta_batch,
         image_size=cfg.image_size,
         train_size=cfg.train_size,
+        seed=seed,
         device=cfg.device,
     )
 
 
-def meta_init(cfg: AdaptConfig, learn: bool, progress: bool) -> tuple[dict[str, Tensor], dict]:
-    """Backbone state of a meta-trained init (cached), and its λ."""
-    mcfg = meta_config(cfg, learn)
+def meta_init(cfg: AdaptConfig, learn: bool, progress: bool, seed: int = 0) -> tuple[dict[str, Tensor], dict]:
+    """Backbone state of a meta-trained init (cached), trained with ``seed``, and its λ."""
+    mcfg = meta_config(cfg, learn, seed)
     out = cfg.cache_root() / f"meta-{_key(asdict(mcfg))}"
     with locked(out) if distributed.current().main else contextlib.nullcontext():  # rank 0 speaks for a launch
         trainer = MetaSparsity(mcfg, out, resume=distributed.on_main((out / "checkpoint.pt").exists))
@@ -195,8 +199,11 @@ def checkpoint_init(cfg: AdaptConfig, path: str) -> tuple[dict[str, Tensor], dic
     return backbone, {"lambda": state["rho"].exp().tolist(), "checkpoint": str(path)}
 
 
-def fixed_lambda_init(cfg: AdaptConfig, seen: Sequence[Task], progress: bool) -> tuple[dict[str, Tensor], dict]:
-    """The fixed-λ trainer on the seen tasks for every λ of the grid; the lowest mean validation loss wins.
+def fixed_lambda_init(
+    cfg: AdaptConfig, seen: Sequence[Task], progress: bool, seed: int = 0
+) -> tuple[dict[str, Tensor], dict]:
+    """The fixed-λ trainer on the seen tasks for every λ of the grid, trained with ``seed``; the lowest mean
+    validation loss wins.
 
     It trains with ``ProxAdam`` at the meta-init's outer learning rate, whose λ is the meta-sparse init's λ (both
     relative to the layer's gradient scale, both on the mean task loss), so the λ columns compare."""
@@ -216,6 +223,7 @@ def fixed_lambda_init(cfg: AdaptConfig, seen: Sequence[Task], progress: bool) ->
             train_size=cfg.train_size,
             test_size=min(cfg.test_size, 200),
             eval_split="val",
+            seed=seed,
             device=cfg.device,
         )
         out = cfg.cache_root() / f"fixed-{_key(asdict(tcfg))}"
@@ -226,8 +234,8 @@ def fixed_lambda_init(cfg: AdaptConfig, seen: Sequence[Task], progress: bool) ->
     return backbone_state(state), {"lambda": best, "grid_val_loss": {str(k): v[0] for k, v in runs.items()}}
 
 
-def random_init(cfg: AdaptConfig, seen: Sequence[Task]) -> tuple[dict[str, Tensor], dict]:
-    torch.manual_seed(0)
+def random_init(cfg: AdaptConfig, seen: Sequence[Task], seed: int = 0) -> tuple[dict[str, Tensor], dict]:
+    torch.manual_seed(seed)
     return _backbone_state(create_model(cfg.model, seen)), {"lambda": None}
 
 
@@ -346,12 +354,13 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
 
     started = time.perf_counter()
     builders = {
-        "meta_sparse": lambda: from_checkpoint or meta_init(cfg, True, progress),
-        "meta_dense": lambda: meta_init(cfg, False, progress),
-        "fixed_lambda": lambda: distributed.on_main(lambda: fixed_lambda_init(cfg, seen, progress)),
-        "random": lambda: random_init(cfg, seen),
+        "meta_sparse": lambda k: from_checkpoint or meta_init(cfg, True, progress, k),
+        "meta_dense": lambda k: meta_init(cfg, False, progress, k),
+        "fixed_lambda": lambda k: distributed.on_main(lambda: fixed_lambda_init(cfg, seen, progress, k)),
+        "random": lambda k: random_init(cfg, seen, k),
     }
-    inits = {name: builders[name]() for name in INITS if name in cfg.inits}
+    # one init per meta seed; adaptation seed s starts from init s mod --meta-seeds
+    inits = {name: [builders[name](k) for k in range(cfg.meta_seeds)] for name in INITS if name in cfg.inits}
     jobs = [(name, t.name, seed) for name in inits for t in targets for seed in range(cfg.seeds)]
     by_name = {t.name: t for t in targets}
     done = {}
@@ -359,7 +368,8 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
         name, task, seed = job
         measure = task == targets[0].name and seed == 0
         episode = sampler.task(task, cfg.shots, seed)
-        done[job] = adapt_job(cfg, inits[name][0], by_name[task], episode, seed, device, measure)
+        backbone = inits[name][seed % len(inits[name])][0]
+        done[job] = adapt_job(cfg, backbone, by_name[task], episode, seed, device, measure)
     done = {job: result for part in distributed.all_gather_objects(done) for job, result in part.items()}
 
     report: dict = {
@@ -376,11 +386,13 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
             idx = sampler.task(t.name, cfg.shots, seed)["indices"]
             shown = {"train": idx["train"].tolist(), "test": len(idx["test"])}
             report["images"].setdefault(t.name, {})[str(seed)] = dict.fromkeys(inits, shown)
-    for name, (backbone, info) in inits.items():
-        probe = create_model(cfg.model, targets[:1])
-        probe.backbone.load_state_dict(backbone)
-        sp = sparsity_report(probe, channel_groups(probe))
-        result = {**info, "sparsity": {k: sp[k] for k in ("group", "param", "per_layer")}, "results": {}}
+    for name, per_seed in inits.items():
+        reports = [init_sparsity(cfg.model, targets, backbone) for backbone, _ in per_seed]
+        result = {**per_seed[0][1], "sparsity": reports[0], "results": {}}
+        if len(per_seed) > 1:
+            result["meta_seeds"] = [
+                {**info, "group_sparsity": sp["group"]} for (_, info), sp in zip(per_seed, reports, strict=True)
+            ]
         result.update(done[(name, targets[0].name, 0)]["size"])
         for t in targets:
             runs = [done[(name, t.name, seed)] for seed in range(cfg.seeds)]
@@ -397,6 +409,14 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
     if world.main:
         write_outputs(report, targets, out)
     return report
+
+
+def init_sparsity(model: str, targets: Sequence[Task], backbone: Mapping[str, Tensor]) -> dict:
+    """``{"group", "param", "per_layer"}`` sparsity of a backbone state (the heads do not count)."""
+    probe = create_model(model, targets[:1])
+    probe.backbone.load_state_dict(backbone)
+    sp = sparsity_report(probe, channel_groups(probe))
+    return {k: sp[k] for k in ("group", "param", "per_layer")}
 
 
 def check_folders(cfg: AdaptConfig, out: Path) -> None:
@@ -560,6 +580,13 @@ def build_parser() -> ArgumentParser:
     add("--steps", type=int, default=d.steps, help="adaptation steps (default: %(default)s)")
     add("--shots", type=int, default=d.shots, help="training images of the new task (default: %(default)s)")
     add("--seeds", type=int, default=d.seeds, help="seeds per task and init (default: %(default)s)")
+    add(
+        "--meta-seeds",
+        type=int,
+        default=d.meta_seeds,
+        help="trained inits per init, each with its own seed; adaptation seed s starts from init s mod this, so the"
+        " spread over seeds includes the spread of training (default: %(default)s)",
+    )
     add("--lr", type=float, default=d.lr, help="adaptation Adam lr (default: %(default)s)")
     add("--batch-size", type=int, default=d.batch_size, help="adaptation batch (default: %(default)s)")
     add("--image-size", type=int, default=d.image_size, help="square image side (default: %(default)s)")

@@ -75,6 +75,29 @@ def test_a_second_run_reuses_the_cached_inits(default_run, tmp_path):
         assert got == first["inits"][name]["results"]["has_cylinder"]["metrics"]
 
 
+def test_meta_seeds_train_one_init_per_seed(default_run, tmp_path):
+    """With ``--meta-seeds 2`` seed 0 adapts the cached seed-0 inits (same numbers as the default run) and seed 1
+    its own, newly trained ones."""
+    base, first = default_run
+    args = [*TINY, "--task", "has_cylinder", "--meta-seeds", "2", "--inits", "meta_sparse,random"]
+    again = main([*args, "--cache-dir", str(base / "cache"), "--out", str(tmp_path)])
+    sparse = again["inits"]["meta_sparse"]
+    assert sparse["meta_seeds"][0]["cache"] == first["inits"]["meta_sparse"]["cache"]
+    assert len({m["cache"] for m in sparse["meta_seeds"]}) == 2
+    assert len(again["inits"]["random"]["meta_seeds"]) == 2
+    for name in ("meta_sparse", "random"):
+        got = again["inits"][name]["results"]["has_cylinder"]["metrics"]["loss"]["values"]
+        before = first["inits"][name]["results"]["has_cylinder"]["metrics"]["loss"]["values"]
+        assert got[0] == before[0] and got[1] != before[1], name
+
+
+def test_more_meta_seeds_than_seeds_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*TINY, "--meta-seeds", "3", "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")])
+    assert e.value.code == 2 and "meta-seeds: expected at most --seeds (2), got 3" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
+
+
 def test_a_subset_of_inits_trains_only_those(tmp_path):
     report = main([*TINY, "--task", "normals", "--inits", "random,meta_sparse", "--cache-dir", str(tmp_path / "c"),
                    "--out", str(tmp_path / "o")])  # fmt: skip
