@@ -45,18 +45,19 @@ from torch.utils import benchmark
 from tqdm import tqdm
 
 from l2sparse import __version__, distributed
-from l2sparse.checkpoint import CheckpointError, load_checkpoint, locked, save_figure, save_json, save_text
+from l2sparse.checkpoint import load_checkpoint, locked, save_figure, save_json, save_text
 from l2sparse.cli import ArgumentParser, fail, require_positive
-from l2sparse.data import DataError, get_dataset, make_dataset, require_root
+from l2sparse.data import get_dataset, make_dataset, require_root
 from l2sparse.data.episodes import MetaTestSampler
 from l2sparse.device import DEVICES
+from l2sparse.errors import CheckpointError, ConfigError, UserError
 from l2sparse.guards import check_finite, check_numbers, require_writable
 from l2sparse.meta.metasparsity import MetaConfig, MetaSparsity
 from l2sparse.metrics import delta_m
 from l2sparse.models import backbone_state, check_model, create_model
 from l2sparse.sparsity import channel_groups, compact, count_macs, count_params, sparsity_report
 from l2sparse.sparsity.groups import ConvGroups, group_matrix
-from l2sparse.tasks import Task, TaskFileError, load_registry
+from l2sparse.tasks import Task, load_registry
 from l2sparse.train import TrainConfig, evaluate, train_or_reuse
 
 INITS = ("meta_sparse", "meta_dense", "fixed_lambda", "random")
@@ -98,7 +99,7 @@ class AdaptConfig:
     cache_dir: str | None = None
 
     def validate(self) -> tuple[list[Task], list[Task]]:
-        """Check the options; returns (seen tasks, tasks to adapt to). Raises ``ValueError`` naming the option."""
+        """Check the options; returns (seen tasks, tasks to adapt to). Raises ``ConfigError`` naming the option."""
         check_numbers(self)
         reg = load_registry(self.tasks_dir)
         split = reg.split_of(self.split, self.dataset)
@@ -107,7 +108,7 @@ class AdaptConfig:
         elif self.task in (*split.seen, *split.unseen):
             targets = reg.get(self.dataset, [self.task])
         else:
-            raise ValueError(
+            raise ConfigError(
                 f"task: {self.task!r} is not a task of split {self.split!r}; its tasks: "
                 f"{', '.join((*split.seen, *split.unseen))} (or 'unseen' for all unseen ones)"
             )
@@ -116,18 +117,18 @@ class AdaptConfig:
         sizes = ("steps", "shots", "seeds", "batch_size", "image_size", "train_size", "adapt_size", "test_size")
         require_positive(self, (*sizes, "meta_seeds", "meta_iters", "fixed_steps", "eval_every"))
         if self.meta_seeds > self.seeds:
-            raise ValueError(f"meta-seeds: expected at most --seeds ({self.seeds}), got {self.meta_seeds}")
+            raise ConfigError(f"meta-seeds: expected at most --seeds ({self.seeds}), got {self.meta_seeds}")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr: expected a finite number > 0, got {self.lr}")
+            raise ConfigError(f"lr: expected a finite number > 0, got {self.lr}")
         if self.device not in DEVICES:
-            raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
+            raise ConfigError(f"device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.checkpoint is not None and "meta_sparse" not in self.inits:
-            raise ValueError("checkpoint: it replaces the meta_sparse init, but --inits does not include meta_sparse")
+            raise ConfigError("checkpoint: it replaces the meta_sparse init, but --inits does not include meta_sparse")
         unknown = [i for i in self.inits if i not in INITS]
         if unknown or not self.inits:
-            raise ValueError(f"inits: expected a non-empty selection of {', '.join(INITS)}, got {self.inits}")
+            raise ConfigError(f"inits: expected a non-empty selection of {', '.join(INITS)}, got {self.inits}")
         if not self.lam_grid or not all(0 <= lam < float("inf") for lam in self.lam_grid):
-            raise ValueError(f"lam-grid: expected finite λ values ≥ 0, got {self.lam_grid}")
+            raise ConfigError(f"lam-grid: expected finite λ values ≥ 0, got {self.lam_grid}")
         meta_trained = bool(self.trained_inits() & {"meta_sparse", "meta_dense"})
         # λ₀ and the budget, whatever the inits, before any training; the meta-batch split only if it is used
         meta_config(self, learn=True).validate(None if meta_trained else distributed.World())
@@ -641,7 +642,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         cfg.validate()  # before joining the process group: a bad option stops every rank alike, at once
         distributed.setup(cfg.device, args.dist_timeout)
         report = run(cfg, args.out, progress=not args.quiet)
-    except (ValueError, CheckpointError, DataError, TaskFileError) as e:
+    except UserError as e:
         fail(parser.prog, e)
     if not distributed.current().main:
         distributed.teardown()

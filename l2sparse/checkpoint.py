@@ -21,11 +21,8 @@ from typing import Any
 
 import torch
 
+from l2sparse.errors import CheckpointError
 from l2sparse.guards import nonfinite
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that is missing, unreadable, truncated or of another run."""
 
 
 def _alive(pid: int) -> bool:

@@ -12,6 +12,7 @@ from typing import NoReturn
 import torch.distributed as dist
 
 from l2sparse.distributed import REPORTED_ON_MAIN
+from l2sparse.errors import ConfigError
 
 SILENT_RANK_DELAY_S = 2.0
 
@@ -43,8 +44,8 @@ def fail(prog: str, error: str | BaseException) -> NoReturn:
 
 
 def require_positive(config: object, names: Sequence[str]) -> None:
-    """Raise ``ValueError("steps: expected a positive integer, got 0")`` for the first option below 1."""
+    """Raise ``ConfigError("steps: expected a positive integer, got 0")`` for the first option below 1."""
     for name in names:
         value = getattr(config, name)
         if value < 1:
-            raise ValueError(f"{name.replace('_', '-')}: expected a positive integer, got {value}")
+            raise ConfigError(f"{name.replace('_', '-')}: expected a positive integer, got {value}")

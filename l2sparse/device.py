@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import torch
 
+from l2sparse.errors import ConfigError
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str) -> torch.device:
     if name not in DEVICES:
-        raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {name!r}")
+        raise ConfigError(f"device: expected one of {', '.join(DEVICES)}, got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: --device cuda was asked for but no CUDA device is available (use cpu or auto)")
+        raise ConfigError("device: --device cuda was asked for but no CUDA device is available (use cpu or auto)")
     return torch.device(name)

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 
 from l2sparse.device import resolve_device
+from l2sparse.errors import ConfigError, UserError
 
 T = TypeVar("T")
 
@@ -55,7 +56,7 @@ class World:
         ``items[r n/size : (r+1) n/size]``, so the shares concatenated in rank order are ``items``."""
         n = len(items)
         if n % self.size:
-            raise ValueError(f"{option}: {n} must divide by the number of processes ({self.size})")
+            raise ConfigError(f"{option}: {n} must divide by the number of processes ({self.size})")
         k = n // self.size
         return list(items[self.rank * k : (self.rank + 1) * k])
 
@@ -88,7 +89,7 @@ def current() -> World:
 
 
 def local_device(name: str, world: World | None = None) -> torch.device:
-    """``--device`` resolved for this rank: ``cuda:<local_rank>`` on CUDA. Raises ``ValueError`` naming the option
+    """``--device`` resolved for this rank: ``cuda:<local_rank>`` on CUDA. Raises ``ConfigError`` naming the option
     when this machine has fewer GPUs than local ranks."""
     world = world or current()
     device = resolve_device(name)
@@ -96,7 +97,7 @@ def local_device(name: str, world: World | None = None) -> torch.device:
         return device
     gpus = torch.cuda.device_count()
     if world.local_size > gpus:
-        raise ValueError(
+        raise ConfigError(
             f"device: {world.local_size} processes per machine need {world.local_size} CUDA devices, "
             f"{gpus} visible (lower --nproc_per_node or use --device cpu)"
         )
@@ -113,7 +114,7 @@ def setup(device: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
     if dist.is_initialized():
         return current()
     if not (math.isfinite(timeout_s) and timeout_s > 0):
-        raise ValueError(f"dist-timeout: expected a finite number of seconds > 0, got {timeout_s}")
+        raise ConfigError(f"dist-timeout: expected a finite number of seconds > 0, got {timeout_s}")
     world = launched()
     if world.size == 1:
         return world
@@ -231,7 +232,7 @@ def all_sum(value: float) -> float:
     return float(t.item())
 
 
-def on_main(fn: Callable[[], T], errors: tuple[type[BaseException], ...] = (ValueError, OSError)) -> T:
+def on_main(fn: Callable[[], T], errors: tuple[type[BaseException], ...] = (UserError, OSError)) -> T:
     """Run ``fn`` on rank 0 only (e.g. reading a checkpoint that may exist on rank 0's disk alone) and hand its
     result to every rank; an ``errors`` exception raised there is raised on every rank, so all ranks stop alike."""
     if current().size == 1:

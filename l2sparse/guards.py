@@ -1,8 +1,8 @@
 """Checks that stop a command with a one-line error before it writes something wrong: options that are not finite,
 an output folder that cannot be written, and losses, λ or weights that blew up to NaN or ±inf during training.
 
-Every error here is a ``ValueError`` naming the option, the folder or the training step, so the commands turn it
-into ``prog: error: ...`` and exit code 2.
+Every error here is a [`UserError`][l2sparse.errors.UserError] (``ConfigError`` or ``BlowUpError``) naming the option,
+the folder or the training step, so the commands turn it into ``prog: error: ...`` and exit code 2.
 """
 
 from __future__ import annotations
@@ -16,17 +16,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-
-class BlowUpError(ValueError):
-    """A loss, λ or weight that became NaN or infinite during training."""
-
+from l2sparse.errors import BlowUpError, ConfigError
 
 MAX_INT = 2**63 - 1  # what torch seeds and sizes accept
 
 
 def check_numbers(config: object) -> None:
     """The check every command's configuration passes first: each float field (or list of floats) must be finite and
-    each int field an integer in 0..2⁶³−1 (sizes, steps, counts and seeds are never negative). Raises ``ValueError``
+    each int field an integer in 0..2⁶³−1 (sizes, steps, counts and seeds are never negative). Raises ``ConfigError``
     naming the option, e.g. ``seed: expected an integer ≥ 0, got -7``. Ranges particular to one option (``lr > 0``,
     a fraction in [0, 1]) are checked where the option is declared."""
     for f in dataclasses.fields(config):  # type: ignore[arg-type]
@@ -36,25 +33,25 @@ def check_numbers(config: object) -> None:
             if isinstance(v, bool):
                 continue
             if isinstance(v, float) and not math.isfinite(v):
-                raise ValueError(f"{option}: expected a finite number, got {v}")
+                raise ConfigError(f"{option}: expected a finite number, got {v}")
             if isinstance(v, int) and not 0 <= v <= MAX_INT:
-                raise ValueError(f"{option}: expected an integer ≥ 0, got {v}")
+                raise ConfigError(f"{option}: expected an integer ≥ 0, got {v}")
 
 
 def require_writable(out: str | Path, option: str = "out") -> None:
     """``out`` must be a folder this process can write into, or be creatable: its nearest existing ancestor must be
-    a writable folder. Raises ``ValueError`` naming ``option`` otherwise (checked before any training)."""
+    a writable folder. Raises ``ConfigError`` naming ``option`` otherwise (checked before any training)."""
     path = Path(out)
     if path.exists():
         if not path.is_dir():
-            raise ValueError(f"{option}: {path} exists and is not a directory")
+            raise ConfigError(f"{option}: {path} exists and is not a directory")
         base = path
     else:
         base = next((p for p in path.absolute().parents if p.exists()), Path("/"))
         if not base.is_dir():
-            raise ValueError(f"{option}: cannot create {path}: {base} is a file, not a directory")
+            raise ConfigError(f"{option}: cannot create {path}: {base} is a file, not a directory")
     if not os.access(base, os.W_OK | os.X_OK):
-        raise ValueError(f"{option}: cannot write into {base} (permission denied)")
+        raise ConfigError(f"{option}: cannot write into {base} (permission denied)")
 
 
 def nonfinite(values: Mapping[str, float | Tensor]) -> list[str]:

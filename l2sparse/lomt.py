@@ -27,15 +27,16 @@ from matplotlib.patches import Rectangle
 from torch import Tensor
 
 from l2sparse.adapt import latency_ms
-from l2sparse.checkpoint import CheckpointError, load_checkpoint, save_figure, save_json, save_text
+from l2sparse.checkpoint import load_checkpoint, save_figure, save_json, save_text
 from l2sparse.cli import ArgumentParser, fail, require_positive
-from l2sparse.data import DataError, get_dataset, require_root
+from l2sparse.data import get_dataset, require_root
 from l2sparse.device import resolve_device
+from l2sparse.errors import ConfigError, UserError
 from l2sparse.guards import check_finite, check_numbers, require_writable
 from l2sparse.models import MODELS, MultiTaskModel, backbone_state, check_model, create_model
 from l2sparse.sparsity import channel_groups, count_macs, count_params
 from l2sparse.sparsity.groups import group_matrix
-from l2sparse.tasks import Task, TaskFileError, load_registry
+from l2sparse.tasks import Task, load_registry
 from l2sparse.train import TrainConfig, load_split, task_losses, train_or_reuse
 
 RULES = ("deepest-active", "probe")
@@ -62,7 +63,7 @@ def activity_from_states(
     """Activity of every trial of every task, from single-task checkpoints' model states.
 
     Raises:
-        ValueError: a state that does not come from ``model_name`` (its backbone tensors differ in name or shape).
+        ConfigError: a state that does not come from ``model_name`` (its backbone tensors differ in name or shape).
     """
     by_name = {t.name: t for t in tasks}
     out = {}
@@ -73,7 +74,7 @@ def activity_from_states(
         for i, state in enumerate(trials):
             got = {k: v.shape for k, v in backbone_state(state).items()}
             if got != expected:
-                raise ValueError(
+                raise ConfigError(
                     f"activity: run {i} of task {task!r} is not a {model_name!r} model (its backbone tensors differ)"
                 )
             model.load_state_dict(state)
@@ -132,21 +133,21 @@ class LomtConfig:
         check_model(self.model)
         require_root(self.dataset, self.data_root)
         if self.rule not in RULES:
-            raise ValueError(f"rule: expected one of {', '.join(RULES)}, got {self.rule!r}")
+            raise ConfigError(f"rule: expected one of {', '.join(RULES)}, got {self.rule!r}")
         require_positive(self, ("sparse_steps", "trials", "probe_steps", "steps", "image_size", "train_size"))
         check_numbers(self)
         self.train_config(tasks, lam=self.lam, group_mode=self.group_mode).validate()  # the runs' own options
         if not 0 <= self.threshold < 1:
-            raise ValueError(f"threshold: expected a fraction of active groups in [0, 1), got {self.threshold}")
+            raise ConfigError(f"threshold: expected a fraction of active groups in [0, 1), got {self.threshold}")
         if self.epsilon < 0:
-            raise ValueError(f"epsilon: expected a relative loss tolerance ≥ 0, got {self.epsilon}")
+            raise ConfigError(f"epsilon: expected a relative loss tolerance ≥ 0, got {self.epsilon}")
 
         layers = MODELS[self.model].backbone().layer_names
         for task, layer in self.attach.items():
             if task not in {t.name for t in tasks}:
-                raise ValueError(f"attach: {task!r} is not one of the tasks ({', '.join(t.name for t in tasks)})")
+                raise ConfigError(f"attach: {task!r} is not one of the tasks ({', '.join(t.name for t in tasks)})")
             if layer not in layers:
-                raise ValueError(f"attach: unknown layer {layer!r} for {task!r}; valid layers: {', '.join(layers)}")
+                raise ConfigError(f"attach: unknown layer {layer!r} for {task!r}; valid layers: {', '.join(layers)}")
         resolve_device(self.device)
         return tasks
 
@@ -369,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     try:
         report = run(cfg, args.out, progress=not args.quiet)
-    except (ValueError, CheckpointError, DataError, TaskFileError) as e:
+    except UserError as e:
         fail(parser.prog, str(e))
     print(report["table"])
     print(f"report: {Path(args.out) / 'report.json'}, heat map: {Path(args.out) / 'activity.png'}")

@@ -64,9 +64,3 @@ LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "bce": bce,
     "balanced_bce": balanced_bce,
 }
-
-
-def get_loss(name: str) -> Callable[[Tensor, Tensor], Tensor]:
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(LOSSES)}")
-    return LOSSES[name]

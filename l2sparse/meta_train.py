@@ -18,13 +18,13 @@ from matplotlib.figure import Figure
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from l2sparse import distributed
-from l2sparse.checkpoint import CheckpointError, save_figure, save_json
+from l2sparse.checkpoint import save_figure, save_json
 from l2sparse.cli import ArgumentParser, fail
-from l2sparse.data import DataError, get_dataset
+from l2sparse.data import get_dataset
+from l2sparse.errors import UserError
 from l2sparse.meta.backends import BACKENDS
 from l2sparse.meta.inner import ORDERS
 from l2sparse.meta.metasparsity import MetaConfig, MetaSparsity
-from l2sparse.tasks import TaskFileError
 from l2sparse.train import compaction_summary
 
 
@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         distributed.setup(cfg.device, args.dist_timeout)
         trainer = MetaSparsity(cfg, args.out, resume=args.resume)
         trainer.train(progress=not args.quiet)
-    except (ValueError, ImportError, CheckpointError, DataError, TaskFileError) as e:
+    except UserError as e:
         fail(parser.prog, e)
     if not trainer.world.main:
         distributed.teardown()

@@ -21,7 +21,6 @@ from torch import Tensor
 from tqdm import tqdm
 
 from l2sparse.checkpoint import (
-    CheckpointError,
     check_resumable,
     load_checkpoint,
     locked,
@@ -29,13 +28,14 @@ from l2sparse.checkpoint import (
     save_json,
 )
 from l2sparse.cli import ArgumentParser, fail, require_positive
-from l2sparse.data import DataError, get_dataset, make_dataset, require_root
+from l2sparse.data import get_dataset, make_dataset, require_root
 from l2sparse.device import DEVICES, resolve_device
+from l2sparse.errors import CheckpointError, ConfigError, UserError
 from l2sparse.guards import check_finite, check_finite_model, check_numbers, require_writable
 from l2sparse.models import MultiTaskModel, check_model, create_model
 from l2sparse.sparsity import ProxAdam, ProxSGD, channel_groups, compact, max_output_difference, sparsity_report
 from l2sparse.sparsity.report import count_macs, count_params
-from l2sparse.tasks import Task, TaskFileError, load_registry
+from l2sparse.tasks import Task, load_registry
 from l2sparse.weighting import WEIGHTINGS
 
 OPTIMIZERS = {"sgd": ProxSGD, "adam": ProxAdam}
@@ -70,7 +70,7 @@ class TrainConfig:
     ckpt_every: int = 100
 
     def validate(self) -> list[Task]:
-        """Check every option; returns the resolved tasks. Raises ``ValueError`` naming the option.
+        """Check every option; returns the resolved tasks. Raises ``ConfigError`` naming the option.
 
         Tasks: ``tasks`` if given, else the seen tasks of ``split``, else every task of ``<dataset>-default``.
         """
@@ -78,9 +78,9 @@ class TrainConfig:
         require_root(self.dataset, self.data_root)
         reg = load_registry(self.tasks_dir)
         if self.tasks is not None and not all(self.tasks):
-            raise ValueError(f"tasks: expected comma-separated task names, got {','.join(self.tasks)!r}")
+            raise ConfigError(f"tasks: expected comma-separated task names, got {','.join(self.tasks)!r}")
         if self.tasks is not None and self.split is not None:
-            raise ValueError("tasks / split: give the tasks or a split whose seen tasks to train, not both")
+            raise ConfigError("tasks / split: give the tasks or a split whose seen tasks to train, not both")
         if self.tasks is not None:
             tasks = reg.get(self.dataset, self.tasks)
         elif self.split is not None:
@@ -89,13 +89,13 @@ class TrainConfig:
             default = reg.split(f"{self.dataset}-default")
             tasks = reg.get(self.dataset, (*default.seen, *default.unseen))
         if self.data_root is not None and not Path(self.data_root).is_dir():
-            raise ValueError(f"data-root: {self.data_root} is not a folder")
+            raise ConfigError(f"data-root: {self.data_root} is not a folder")
         check_model(self.model)
         if not self.lam >= 0:
-            raise ValueError(f"lam: expected λ ≥ 0, got {self.lam}")
+            raise ConfigError(f"lam: expected λ ≥ 0, got {self.lam}")
         require_positive(self, ("steps", "batch_size", "image_size", "train_size", "test_size", "ckpt_every"))
         if not self.lr > 0:
-            raise ValueError(f"lr: expected a positive learning rate, got {self.lr}")
+            raise ConfigError(f"lr: expected a positive learning rate, got {self.lr}")
         for name, valid in (
             ("eval_split", ("val", "test")),
             ("optimizer", OPTIMIZERS),
@@ -104,7 +104,7 @@ class TrainConfig:
             ("device", DEVICES),
         ):
             if getattr(self, name) not in valid:
-                raise ValueError(
+                raise ConfigError(
                     f"{name.replace('_', '-')}: expected one of {', '.join(valid)}, got {getattr(self, name)!r}"
                 )
         return tasks
@@ -170,7 +170,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     """Run fixed-λ training; writes ``out/checkpoint.pt`` and ``out/report.json`` and returns the report.
 
     Raises:
-        ValueError: a bad option, an ``out`` folder that cannot be written or already holds a run (without
+        ConfigError: a bad option, an ``out`` folder that cannot be written or already holds a run (without
             ``resume``), or a loss or weight that became NaN or infinite (a ``BlowUpError`` naming the step).
         CheckpointError: ``resume`` with a missing, corrupt or mismatching checkpoint.
     """
@@ -183,7 +183,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         state = load_checkpoint(ckpt_path, ("config", "model", "optimizer", "weighting", "step", "rng"))
         check_resumable(state["config"], asdict(cfg), RESUMABLE_CHANGES, ckpt_path)
     elif ckpt_path.exists():
-        raise ValueError(f"out: {out} already holds a run; pass --resume to continue it or choose another --out")
+        raise ConfigError(f"out: {out} already holds a run; pass --resume to continue it or choose another --out")
     device = resolve_device(cfg.device)
 
     torch.manual_seed(cfg.seed)
@@ -320,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     try:
         report = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
-    except (ValueError, CheckpointError, DataError, TaskFileError) as e:
+    except UserError as e:
         fail(parser.prog, str(e))
     summary = {t: {k: round(v, 4) for k, v in m.items()} for t, m in report["metrics"].items()}
     print(

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from l2sparse.adapt import INITS, AdaptConfig, main, zero_group_masks
+from l2sparse.errors import ConfigError
 from l2sparse.models import create_model
 from l2sparse.sparsity import channel_groups
 from l2sparse.tasks import load_registry
@@ -166,7 +167,7 @@ def test_a_checkpoint_of_another_split_or_model_is_refused(tmp_path, capsys):
 
 
 def test_config_validation_lists_unseen_choice():
-    with pytest.raises(ValueError, match="or 'unseen' for all unseen ones"):
+    with pytest.raises(ConfigError, match="or 'unseen' for all unseen ones"):
         AdaptConfig(task="x").validate()
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from l2sparse.errors import ConfigError
 from l2sparse.meta.budget import Budget
 from l2sparse.meta.metasparsity import MetaConfig, MetaSparsity
 from l2sparse.meta_train import main as meta_train_main
@@ -24,13 +25,13 @@ def test_cubic_schedule():
 
 
 def test_bad_budgets_name_their_option():
-    with pytest.raises(ValueError, match=r"budget: expected a fraction in \[0, 1\], got 1.5"):
+    with pytest.raises(ConfigError, match=r"budget: expected a fraction in \[0, 1\], got 1.5"):
         Budget(1.5)
-    with pytest.raises(ValueError, match=r"budget-macs: expected a fraction in \[0, 1\], got -0.1"):
+    with pytest.raises(ConfigError, match=r"budget-macs: expected a fraction in \[0, 1\], got -0.1"):
         Budget(-0.1, kind="macs")
-    with pytest.raises(ValueError, match="budget-ramp"):
+    with pytest.raises(ConfigError, match="budget-ramp"):
         MetaConfig(budget=0.5, budget_ramp=2.0).validate()
-    with pytest.raises(ValueError, match="give one size target, not both"):
+    with pytest.raises(ConfigError, match="give one size target, not both"):
         MetaConfig(budget=0.5, budget_macs=0.5).validate()
 
 

@@ -7,6 +7,7 @@ import torch
 
 from l2sparse.data.episodes import EpisodeSampler, MetaTestSampler
 from l2sparse.data.synthetic import ATTRIBUTES, SyntheticScenes
+from l2sparse.errors import ConfigError
 from l2sparse.tasks import load_registry
 
 
@@ -76,16 +77,16 @@ def test_meta_test_sampler_gives_each_unseen_task_its_own_images(data):
     assert batch["train"]["image"].shape[0] == 5 and batch["test"]["image"].shape[0] == 10
     assert batch["train"]["has_cylinder"].shape == (5, 1)
     assert torch.equal(sampler.task("has_cylinder", 5, seed=0)["train"]["image"], batch["train"]["image"])
-    with pytest.raises(ValueError, match="shots: 41 asked for but task 'normals' has 40 training images"):
+    with pytest.raises(ConfigError, match="shots: 41 asked for but task 'normals' has 40 training images"):
         sampler.task("normals", shots=41)
-    with pytest.raises(ValueError, match="unknown task 'semseg'; unseen tasks: normals"):
+    with pytest.raises(ConfigError, match="unknown task 'semseg'; unseen tasks: normals"):
         sampler.task("semseg", shots=1)
 
 
 def test_bad_sampler_options(data, seen):
-    with pytest.raises(ValueError, match="no seen tasks"):
+    with pytest.raises(ConfigError, match="no seen tasks"):
         EpisodeSampler(data, [], 2, 2)
-    with pytest.raises(ValueError, match=r"support \(30\) \+ query \(30\)"):
+    with pytest.raises(ConfigError, match=r"support \(30\) \+ query \(30\)"):
         EpisodeSampler(data, seen, 30, 30)
-    with pytest.raises(ValueError, match=r"subset must be .all. or an int in 1\.\.6"):
+    with pytest.raises(ConfigError, match=r"subset must be .all. or an int in 1\.\.6"):
         EpisodeSampler(data, seen, 2, 2, subset=7)

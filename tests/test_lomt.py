@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from l2sparse.errors import ConfigError
 from l2sparse.lomt import (
     LomtConfig,
     active_layers,
@@ -75,12 +76,12 @@ def test_truncation_really_skips_deeper_layers_and_outputs_match_the_full_model(
 
 def test_activity_from_runs_of_a_different_model_is_refused(depth):
     small = create_model("small", depth).state_dict()
-    with pytest.raises(ValueError, match="run 0 of task 'depth' is not a 'tiny' model"):
+    with pytest.raises(ConfigError, match="run 0 of task 'depth' is not a 'tiny' model"):
         activity_from_states("tiny", depth, {"depth": [small]})
 
 
 def test_unknown_attachment_layer_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="attach: unknown layer 'layer7' for 'depth'; valid layers: stem, layer1"):
+    with pytest.raises(ConfigError, match="attach: unknown layer 'layer7' for 'depth'; valid layers: stem, layer1"):
         LomtConfig(tasks=["depth"], attach={"depth": "layer7"}).validate()
 
 

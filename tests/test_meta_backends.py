@@ -8,6 +8,7 @@ from torch import nn
 
 from l2sparse.data.episodes import EpisodeSampler
 from l2sparse.data.synthetic import SyntheticScenes
+from l2sparse.errors import ConfigError
 from l2sparse.meta import InnerConfig, get_backend, importable
 from l2sparse.models import create_model
 from l2sparse.sparsity import channel_groups
@@ -122,7 +123,7 @@ def test_the_cheap_lambda_exact_mode_matches_second_order_on_several_rho(problem
 def test_meta_training_refuses_a_lambda_gradient_that_is_not_exact():
     from l2sparse.meta.metasparsity import MetaConfig
 
-    with pytest.raises(ValueError, match="order: first_order with 3 inner steps gives a λ-gradient that ignores"):
+    with pytest.raises(ConfigError, match="order: first_order with 3 inner steps gives a λ-gradient that ignores"):
         MetaConfig(order="first_order", inner_steps=3).validate()
     MetaConfig(order="first_order", inner_steps=3, learn_lambda=False, lam_init=0.01).validate()  # fixed λ: fine
     MetaConfig(order="truncated", inner_steps=3, truncate=2).validate()
@@ -139,15 +140,15 @@ def test_inner_loops_leave_batchnorm_running_stats_alone(problem):
 
 
 def test_bad_backend_and_inner_settings():
-    with pytest.raises(ValueError, match=r"unknown backend 'jax'; valid backends: torchfunc \(importable\), higher"):
+    with pytest.raises(ConfigError, match=r"unknown backend 'jax'; valid backends: torchfunc \(importable\), higher"):
         get_backend("jax")
-    with pytest.raises(ValueError, match="inner-steps: expected ≥ 1, got 0"):
+    with pytest.raises(ConfigError, match="inner-steps: expected ≥ 1, got 0"):
         InnerConfig(steps=0)
-    with pytest.raises(ValueError, match="order: expected one of second_order, first_order, truncated"):
+    with pytest.raises(ConfigError, match="order: expected one of second_order, first_order, truncated"):
         InnerConfig(order="zeroth")
 
 
 @pytest.mark.skipif(importable("learn2learn"), reason="learn2learn is importable: the missing-library path is moot")
 def test_learn2learn_absent_says_why_and_how():
-    with pytest.raises(ImportError, match=r"backend 'learn2learn' is not importable here .*pip install learn2learn"):
+    with pytest.raises(ConfigError, match=r"backend 'learn2learn' is not importable here .*pip install learn2learn"):
         get_backend("learn2learn")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from l2sparse.errors import ConfigError
 from l2sparse.models import MODELS, create_model
 from l2sparse.sparsity import count_params
 
 
 def test_registry_lists_valid_names_on_error(tasks):
     assert {"tiny", "resnet50"} <= set(MODELS)
-    with pytest.raises(ValueError, match="unknown model 'resnet18'; valid models: resnet50, small, tiny"):
+    with pytest.raises(ConfigError, match="unknown model 'resnet18'; valid models: resnet50, small, tiny"):
         create_model("resnet18", tasks)
 
 

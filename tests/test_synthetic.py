@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from l2sparse.data.synthetic import ATTRIBUTES, CLASSES, SyntheticScenes, _camera_rays
+from l2sparse.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +93,9 @@ def test_attributes_agree_with_the_labels(scenes):
 
 
 def test_bad_options_are_named():
-    with pytest.raises(ValueError, match="split: unknown split 'dev'; valid splits: train, val, test"):
+    with pytest.raises(ConfigError, match="split: unknown split 'dev'; valid splits: train, val, test"):
         SyntheticScenes("dev")
-    with pytest.raises(ValueError, match="image_size"):
+    with pytest.raises(ConfigError, match="image_size"):
         SyntheticScenes(image_size=4)
     with pytest.raises(IndexError):
         SyntheticScenes(size=2)[2]

@@ -7,6 +7,7 @@ import torch
 
 from l2sparse.data.episodes import task_batch
 from l2sparse.data.synthetic import SyntheticScenes
+from l2sparse.errors import ConfigError
 from l2sparse.tasks import TaskFileError, load_registry
 from l2sparse.tasks.__main__ import main as tasks_main
 from l2sparse.train import TrainConfig, train
@@ -212,10 +213,10 @@ def test_bad_split_files(tmp_path):
 
 def test_unknown_names_list_the_valid_ones():
     reg = load_registry()
-    with pytest.raises(ValueError, match="unknown split 'nyu'; valid splits: celeba-attributes, celeba-default"):
+    with pytest.raises(ConfigError, match="unknown split 'nyu'; valid splits: celeba-attributes, celeba-default"):
         reg.split("nyu")
     with pytest.raises(
-        ValueError, match=r"unknown task\(s\) \['albedo'\] for dataset 'nyuv2'; valid tasks: depth, edges"
+        ConfigError, match=r"unknown task\(s\) \['albedo'\] for dataset 'nyuv2'; valid tasks: depth, edges"
     ):
         reg.get("nyuv2", ["albedo"])
 
@@ -238,7 +239,7 @@ def test_cli_lists_tasks_and_splits(capsys, tmp_path):
 def test_segmentation_targets_are_labels_of_the_logits_size():
     semseg = load_registry().get("synthetic", ["semseg"])[0]
     semseg.check_target(torch.zeros(2, 6, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"task 'semseg' \(.*semseg\.toml\): target shape \(2, 1, 4, 4\) .*"
+    with pytest.raises(TaskFileError, match=r"task 'semseg' \(.*semseg\.toml\): target shape \(2, 1, 4, 4\) .*"
                        r"expected labels \(2, 4, 4\)"):  # fmt: skip
         semseg.loss_fn(torch.zeros(2, 6, 4, 4), torch.zeros(2, 1, 4, 4, dtype=torch.long))
 

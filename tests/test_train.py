@@ -9,6 +9,7 @@ import torch
 
 import l2sparse.train as train_mod
 from l2sparse.checkpoint import CheckpointError, load_checkpoint
+from l2sparse.errors import ConfigError
 from l2sparse.train import TrainConfig, main, train
 
 SMALL = {
@@ -86,7 +87,7 @@ def test_resume_may_extend_steps_but_not_change_the_run(tmp_path):
 
 def test_a_finished_run_is_not_overwritten_without_resume(tmp_path):
     train(TrainConfig(lam=0.0, steps=2, **SMALL), tmp_path / "x", progress=False)
-    with pytest.raises(ValueError, match="already holds a run"):
+    with pytest.raises(ConfigError, match="already holds a run"):
         train(TrainConfig(lam=0.0, steps=2, **SMALL), tmp_path / "x", progress=False)
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from l2sparse.data import celeba, synthetic
-from l2sparse.data.base import DataError
 from l2sparse.data.celeba import CelebAMaskHQ
 from l2sparse.data.nyuv2 import NYUv2
 from l2sparse.data.synthetic import SyntheticScenes
+from l2sparse.errors import ConfigError, DataError
 
 __all__ = ["DATASETS", "DataError", "DatasetEntry", "get_dataset", "make_dataset", "require_root"]
 
@@ -50,7 +50,7 @@ DATASETS: dict[str, DatasetEntry] = {
         attribute_names=synthetic.ATTRIBUTES,
     ),
     "nyuv2": DatasetEntry(
-        lambda split, root, image_size, size, seed, targets: NYUv2(root, split, image_size, size=size, seed=seed),
+        lambda split, root, image_size, size, seed, targets: NYUv2(root, split, image_size, size=size),
         targets=("semseg", "depth", "normals", "edges"),
         needs_root=True,
         synthetic=False,
@@ -71,7 +71,7 @@ DATASETS: dict[str, DatasetEntry] = {
 
 def get_dataset(name: str) -> DatasetEntry:
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+        raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
@@ -79,9 +79,9 @@ def require_root(name: str, root: str | Path | None) -> DatasetEntry:
     """The registered dataset ``name``, checking that a dataset which reads files was given a folder."""
     entry = get_dataset(name)
     if entry.needs_root and root is None:
-        raise ValueError(f"data-root: dataset {name!r} reads files; pass --data-root")
+        raise ConfigError(f"data-root: dataset {name!r} reads files; pass --data-root")
     if not entry.needs_root and root is not None:
-        raise ValueError(f"data-root: dataset {name!r} is generated and reads no folder; leave --data-root out")
+        raise ConfigError(f"data-root: dataset {name!r} is generated and reads no folder; leave --data-root out")
     return entry
 
 

@@ -15,9 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-
-class DataError(ValueError):
-    """A dataset file or folder that is missing or not in the expected format; the message names the path."""
+from l2sparse.errors import DataError
 
 
 def require_dir(path: Path, what: str) -> Path:

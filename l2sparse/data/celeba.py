@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from l2sparse.data.base import CachedDataset, DataError, load_image, require_dir
+from l2sparse.data.base import CachedDataset, load_image, require_dir
 from l2sparse.data.transforms import resize_item
+from l2sparse.errors import ConfigError, DataError
 
 CLASSES = (
     "background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
@@ -138,10 +139,10 @@ class CelebAMaskHQ(CachedDataset):
     ) -> None:
         super().__init__()
         if split not in SPLITS:
-            raise ValueError(f"split: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+            raise ConfigError(f"split: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
         unknown = set(targets) - {"faceparts", "attributes"}
         if unknown:
-            raise ValueError(f"targets: unknown {sorted(unknown)}; valid: faceparts, attributes")
+            raise ConfigError(f"targets: unknown {sorted(unknown)}; valid: faceparts, attributes")
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: CelebAMask-HQ root folder does not exist")

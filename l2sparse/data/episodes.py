@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from l2sparse.errors import ConfigError
 from l2sparse.tasks import Task
 
 Batch = dict[str, Tensor]
@@ -57,14 +58,14 @@ class EpisodeSampler:
         seed: int = 0,
     ) -> None:
         if not tasks:
-            raise ValueError("episodes: no seen tasks to sample from")
+            raise ConfigError("episodes: no seen tasks to sample from")
         n = len(data["image"])
         if support < 1 or query < 1 or support + query > n:
-            raise ValueError(f"episodes: support ({support}) + query ({query}) must be ≥ 1 each and ≤ {n} images")
+            raise ConfigError(f"episodes: support ({support}) + query ({query}) must be ≥ 1 each and ≤ {n} images")
         if subset != "all" and not (isinstance(subset, int) and 1 <= subset <= len(tasks)):
-            raise ValueError(f"episodes: subset must be 'all' or an int in 1..{len(tasks)}, got {subset!r}")
+            raise ConfigError(f"episodes: subset must be 'all' or an int in 1..{len(tasks)}, got {subset!r}")
         if meta_batch < 1:
-            raise ValueError(f"episodes: meta_batch must be ≥ 1, got {meta_batch}")
+            raise ConfigError(f"episodes: meta_batch must be ≥ 1, got {meta_batch}")
         self.data, self.tasks = data, list(tasks)
         self.support, self.query, self.subset, self.meta_batch = support, query, subset, meta_batch
         self.generator = torch.Generator().manual_seed(seed)
@@ -112,7 +113,7 @@ class MetaTestSampler:
 
     def __init__(self, train_data: Mapping[str, Tensor], test_data: Mapping[str, Tensor], tasks: Sequence[Task]):
         if not tasks:
-            raise ValueError("meta-test: no unseen tasks")
+            raise ConfigError("meta-test: no unseen tasks")
         self.train_data, self.test_data = train_data, test_data
         self.tasks = {t.name: t for t in tasks}
 
@@ -120,10 +121,10 @@ class MetaTestSampler:
         """``{"train": shots images of the task, "test": all test images, "tasks": [name], "indices": ...}``; the same
         seed gives the same shots."""
         if name not in self.tasks:
-            raise ValueError(f"meta-test: unknown task {name!r}; unseen tasks: {', '.join(self.tasks)}")
+            raise ConfigError(f"meta-test: unknown task {name!r}; unseen tasks: {', '.join(self.tasks)}")
         n = len(self.train_data["image"])
         if not 1 <= shots <= n:
-            raise ValueError(f"shots: {shots} asked for but task {name!r} has {n} training images")
+            raise ConfigError(f"shots: {shots} asked for but task {name!r} has {n} training images")
         g = torch.Generator().manual_seed(seed)
         device = self.train_data["image"].device
         idx = torch.randperm(n, generator=g)[:shots].to(device)

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from l2sparse.data.base import CachedDataset, DataError, load_image, load_npy, require_dir
-from l2sparse.data.transforms import random_scale_crop_flip, resize_item
+from l2sparse.data.base import CachedDataset, load_image, load_npy, require_dir
+from l2sparse.data.transforms import resize_item
+from l2sparse.errors import ConfigError, DataError
 
 MTAN_FOLDERS = ("image", "label", "depth", "normal")
 SPLIT_FOLDERS = {"train": "train", "val": "val", "test": "val"}
@@ -71,9 +72,7 @@ class NYUv2(CachedDataset):
         root: dataset root in either layout.
         split: ``"train"``, ``"val"`` or ``"test"`` (MTAN: val and test are the same 654 images).
         image_size: resize every item to ``(H, W)`` (or a square side); ``None`` keeps the stored size.
-        augment: random scale-crop (1, 1.2, 1.5) and horizontal flip per access (off by default).
         size: use only the first ``size`` images.
-        seed: seed of the augmentation stream.
     """
 
     def __init__(
@@ -81,18 +80,14 @@ class NYUv2(CachedDataset):
         root: str | Path,
         split: str = "train",
         image_size: int | Sequence[int] | None = None,
-        augment: bool = False,
         size: int | None = None,
-        seed: int = 0,
     ) -> None:
         super().__init__()
         if split not in SPLIT_FOLDERS:
-            raise ValueError(f"split: unknown split {split!r}; valid splits: {', '.join(SPLIT_FOLDERS)}")
+            raise ConfigError(f"split: unknown split {split!r}; valid splits: {', '.join(SPLIT_FOLDERS)}")
         self.root = Path(root)
         self.layout = detect_layout(self.root)
         self.size = (image_size, image_size) if isinstance(image_size, int) else image_size
-        self.augment = augment
-        self.generator = torch.Generator().manual_seed(seed)
         self.ids = self._mtan_ids(split) if self.layout == "mtan" else self._nyud_ids(split)
         if size is not None:
             self.ids = self.ids[:size]
@@ -125,10 +120,6 @@ class NYUv2(CachedDataset):
     def load_item(self, i: int) -> dict[str, torch.Tensor]:
         item = self._load_mtan(self.ids[i]) if self.layout == "mtan" else self._load_nyud(self.ids[i])
         return resize_item(item, tuple(self.size)) if self.size is not None else item
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        item = super().__getitem__(i)
-        return random_scale_crop_flip(item, self.generator) if self.augment else item
 
     def _load_mtan(self, i: str) -> dict[str, torch.Tensor]:
         paths = {f: self.base / f / f"{i}.npy" for f in MTAN_FOLDERS}

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from l2sparse.data.base import CachedDataset
+from l2sparse.errors import ConfigError
 
 CLASSES = ("floor", "wall", "ceiling", "sphere", "box", "cylinder")
 ATTRIBUTES = ("has_sphere", "has_box", "has_cylinder", "warm_light", "cluttered", "objects_left")
@@ -226,7 +227,7 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> dict[str,
 def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
     hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if len(hw) != 2 or min(hw) < 8:
-        raise ValueError(f"image_size: expected an int or (H, W) with both ≥ 8, got {image_size!r}")
+        raise ConfigError(f"image_size: expected an int or (H, W) with both ≥ 8, got {image_size!r}")
     return int(hw[0]), int(hw[1])
 
 
@@ -249,9 +250,9 @@ class SyntheticScenes(CachedDataset):
     def __init__(self, split: str = "train", size: int = 1000, image_size: int | Sequence[int] = 64, seed: int = 0):
         super().__init__()
         if split not in SPLITS:
-            raise ValueError(f"split: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+            raise ConfigError(f"split: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
         if size < 1:
-            raise ValueError(f"size: expected ≥ 1 images, got {size}")
+            raise ConfigError(f"size: expected ≥ 1 images, got {size}")
         self.split, self.size, self.seed = split, size, seed
         self.height, self.width = _size(image_size)
 

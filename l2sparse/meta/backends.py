@@ -19,6 +19,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from l2sparse.errors import ConfigError
 from l2sparse.meta.inner import InnerConfig, batch_stats_only, episode_losses, total
 from l2sparse.sparsity import ConvGroups, prox
 from l2sparse.tasks import Task
@@ -144,7 +145,7 @@ def _import_learn2learn():
     try:
         import learn2learn
     except Exception as e:  # ImportError, or torchvision failing inside learn2learn's own imports
-        raise ImportError(
+        raise ConfigError(
             f"backend 'learn2learn' is not importable here ({type(e).__name__}: {e}). Install it with "
             "`pip install learn2learn` on a Python where it builds (it compiles C extensions and imports "
             "torchvision), or build the ready environment with `bash scripts/l2l_env.sh`; or use --backend "
@@ -168,7 +169,7 @@ def importable(name: str) -> bool:
         return importlib.util.find_spec("higher") is not None
     try:
         _import_learn2learn()
-    except ImportError:
+    except ConfigError:
         return False
     return True
 
@@ -177,7 +178,7 @@ def get_backend(name: str) -> InnerLoop:
     """The backend called ``name``; unknown names list the valid ones and which of them import here."""
     if name not in BACKENDS:
         status = ", ".join(f"{b} ({'importable' if importable(b) else 'not importable'})" for b in BACKENDS)
-        raise ValueError(f"unknown backend {name!r}; valid backends: {status}")
+        raise ConfigError(f"unknown backend {name!r}; valid backends: {status}")
     if name == "learn2learn":
         _import_learn2learn()
     return BACKENDS[name]()

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from l2sparse.errors import ConfigError
 from l2sparse.sparsity import ConvGroups, sparsity_report
 from l2sparse.sparsity.groups import group_matrix
 from l2sparse.sparsity.metric_prox import adam_death_lambdas
@@ -53,12 +54,12 @@ class Budget:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"budget kind: expected one of {', '.join(KINDS)}, got {self.kind!r}")
+            raise ConfigError(f"budget kind: expected one of {', '.join(KINDS)}, got {self.kind!r}")
         option = "budget" if self.kind == "groups" else "budget-macs"
         if not 0 <= self.target <= 1:
-            raise ValueError(f"{option}: expected a fraction in [0, 1], got {self.target}")
+            raise ConfigError(f"{option}: expected a fraction in [0, 1], got {self.target}")
         if self.ramp < 0:
-            raise ValueError(f"budget-ramp: expected ≥ 0 iterations, got {self.ramp}")
+            raise ConfigError(f"budget-ramp: expected ≥ 0 iterations, got {self.ramp}")
 
     def target_at(self, iteration: int) -> float:
         """The scheduled target after ``iteration`` meta-iterations (1-based)."""

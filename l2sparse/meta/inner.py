@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from l2sparse.errors import ConfigError
 from l2sparse.tasks import Task
 
 ORDERS = ("second_order", "first_order", "truncated")
@@ -45,13 +46,13 @@ class InnerConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 1:
-            raise ValueError(f"inner-steps: expected ≥ 1, got {self.steps}")
+            raise ConfigError(f"inner-steps: expected ≥ 1, got {self.steps}")
         if not self.lr > 0:
-            raise ValueError(f"inner-lr: expected > 0, got {self.lr}")
+            raise ConfigError(f"inner-lr: expected > 0, got {self.lr}")
         if self.order not in ORDERS:
-            raise ValueError(f"order: expected one of {', '.join(ORDERS)}, got {self.order!r}")
+            raise ConfigError(f"order: expected one of {', '.join(ORDERS)}, got {self.order!r}")
         if self.order == "truncated" and not 1 <= self.truncate <= self.steps:
-            raise ValueError(f"truncate: expected 1..{self.steps} exact steps, got {self.truncate}")
+            raise ConfigError(f"truncate: expected 1..{self.steps} exact steps, got {self.truncate}")
 
     @property
     def lambda_exact(self) -> bool:

@@ -29,12 +29,13 @@ from torch import Tensor
 from tqdm import tqdm
 
 from l2sparse import distributed
-from l2sparse.checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint
+from l2sparse.checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from l2sparse.cli import require_positive
 from l2sparse.data import make_dataset, require_root
 from l2sparse.data.episodes import EpisodeSampler
 from l2sparse.device import DEVICES
-from l2sparse.guards import BlowUpError, check_finite, check_finite_model, check_numbers, require_writable
+from l2sparse.errors import BlowUpError, CheckpointError, ConfigError
+from l2sparse.guards import check_finite, check_finite_model, check_numbers, require_writable
 from l2sparse.meta.backends import InnerLoop, get_backend
 from l2sparse.meta.budget import Budget
 from l2sparse.meta.inner import InnerConfig
@@ -87,7 +88,7 @@ class MetaConfig:
     def make_budget(self) -> Budget | None:
         """The run's size budget (``budget``: group sparsity, ``budget_macs``: MAC fraction), or None."""
         if not 0 <= self.budget_ramp <= 1:
-            raise ValueError(f"budget-ramp: expected a fraction of meta-iters in [0, 1], got {self.budget_ramp}")
+            raise ConfigError(f"budget-ramp: expected a fraction of meta-iters in [0, 1], got {self.budget_ramp}")
         ramp = round(self.budget_ramp * self.meta_iters)
         if self.budget is not None:
             return Budget(self.budget, "groups", ramp)
@@ -97,12 +98,12 @@ class MetaConfig:
 
     def validate(self, world: distributed.World | None = None) -> list[Task]:
         """Check every option, for ``world`` (default: the ``torchrun`` launch this process is part of, if any);
-        returns the split's seen tasks. Raises ``ValueError`` naming the option."""
+        returns the split's seen tasks. Raises ``ConfigError`` naming the option."""
         check_numbers(self)
         require_root(self.dataset, self.data_root)
         inner = self.inner()
         if self.learn_lambda and not inner.lambda_exact:
-            raise ValueError(
+            raise ConfigError(
                 f"order: {self.order} with {self.inner_steps} inner steps gives a λ-gradient that ignores how λ "
                 "changes the later inner gradients (it can have the wrong sign); to learn λ use second_order, "
                 "truncated with --truncate ≥ inner-steps − 1, or --inner-steps 1; or keep λ fixed (--fixed-lambda)"
@@ -112,14 +113,14 @@ class MetaConfig:
         registry.split_of(self.split, self.dataset)
         check_model(self.model)
         if self.learn_lambda and not self.lam_init > 0:
-            raise ValueError(f"lam-init: λ = exp(ρ) must start > 0, got {self.lam_init}")
+            raise ConfigError(f"lam-init: λ = exp(ρ) must start > 0, got {self.lam_init}")
         if not (math.isfinite(self.lam_init) and self.lam_init >= 0):
-            raise ValueError(f"lam-init: expected a finite λ ≥ 0, got {self.lam_init}")
+            raise ConfigError(f"lam-init: expected a finite λ ≥ 0, got {self.lam_init}")
         if self.budget is not None and self.budget_macs is not None:
-            raise ValueError("budget / budget-macs: give one size target, not both")
+            raise ConfigError("budget / budget-macs: give one size target, not both")
         self.make_budget()
         if self.budget_macs is not None and not hasattr(check_model(self.model).backbone(), "channel_spaces"):
-            raise ValueError(
+            raise ConfigError(
                 f"budget-macs: model {self.model!r} does not describe its channel wiring, so its MACs cannot be counted"
             )
         require_positive(
@@ -127,18 +128,18 @@ class MetaConfig:
         )
         for name in ("outer_lr", "lam_lr"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name.replace('_', '-')}: expected > 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name.replace('_', '-')}: expected > 0, got {getattr(self, name)}")
         if self.group_mode not in ("in", "out") or self.device not in DEVICES:
-            raise ValueError(f"group-mode / device: expected in|out and one of {', '.join(DEVICES)}")
+            raise ConfigError(f"group-mode / device: expected in|out and one of {', '.join(DEVICES)}")
         world = world or distributed.launched()
         if self.meta_batch % world.size:
-            raise ValueError(
+            raise ConfigError(
                 f"meta-batch: the global meta-batch ({self.meta_batch}) must divide by the number of processes "
                 f"({world.size})"
             )
         distributed.local_device(self.device, world)
         if self.subset != "all" and not self.subset.isdigit():
-            raise ValueError(f"subset: expected 'all' or a task count, got {self.subset!r}")
+            raise ConfigError(f"subset: expected 'all' or a task count, got {self.subset!r}")
         return registry.seen(self.split)
 
 
@@ -273,7 +274,7 @@ class MetaSparsity:
             check_resumable(state["config"], asdict(self.cfg), RESUMABLE_CHANGES, self.ckpt_path)
             return state
         if self.ckpt_path.exists():
-            raise ValueError(
+            raise ConfigError(
                 f"out: {self.out} already holds a run; pass --resume to continue it or choose another --out"
             )
         return None

@@ -34,10 +34,6 @@ class MultiTaskModel(nn.Module):
         self.heads = nn.ModuleDict(heads)
         self.attach = dict(attach)
 
-    @property
-    def task_names(self) -> list[str]:
-        return list(self.heads)
-
     def forward(self, x: Tensor, tasks: Iterable[str] | None = None) -> dict[str, Tensor]:
         """Predictions for ``tasks`` (default: all), given images ``(B, 3, H, W)``.
 

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from l2sparse.errors import ConfigError
 from l2sparse.models.backbones import ResNetBackbone, resnet50_backbone, small_backbone, tiny_backbone
 from l2sparse.models.heads import HEADS
 from l2sparse.models.multitask import MultiTaskModel
@@ -39,9 +40,9 @@ register_model("resnet50", resnet50_backbone, hidden=256, dilations=(1, 12, 24, 
 
 
 def check_model(name: str) -> ModelConfig:
-    """The registered model ``name``; an unknown name is a ``ValueError`` listing the valid ones."""
+    """The registered model ``name``; an unknown name is a ``ConfigError`` listing the valid ones."""
     if name not in MODELS:
-        raise ValueError(f"model: unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+        raise ConfigError(f"model: unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
     return MODELS[name]
 
 
@@ -64,7 +65,7 @@ def create_model(name: str, tasks: Sequence[HeadSpec], attach: Mapping[str, str]
     heads, where = {}, {}
     for t in tasks:
         if t.head not in HEADS:
-            raise ValueError(f"task {t.name!r}: unknown head {t.head!r}; valid heads: {', '.join(HEADS)}")
+            raise ConfigError(f"task {t.name!r}: unknown head {t.head!r}; valid heads: {', '.join(HEADS)}")
         layer = attach.get(t.name, backbone.layer_names[-1])
         backbone.check_layer(layer)
         kwargs = cfg.dense_head if t.head == "dense" else {}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from l2sparse.cli import ArgumentParser, fail
+from l2sparse.errors import UserError
 from l2sparse.tasks.registry import load_registry
-from l2sparse.tasks.spec import TaskFileError
 
 
 def build_parser() -> ArgumentParser:
@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     try:
         reg = load_registry(args.tasks_dir)
-    except TaskFileError as e:
+    except UserError as e:
         fail(p.prog, str(e))
     datasets = [args.dataset] if args.dataset else sorted(reg.tasks)
     if args.dataset and args.dataset not in reg.tasks:

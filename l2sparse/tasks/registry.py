@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from l2sparse.data import DATASETS
-from l2sparse.tasks.spec import Split, Task, TaskFileError, parse_split, parse_task
+from l2sparse.errors import ConfigError, TaskFileError
+from l2sparse.tasks.spec import Split, Task, parse_split, parse_task
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "tasks"
 
@@ -29,28 +30,28 @@ class Registry:
         available = self.tasks.get(dataset, {})
         if names is None:
             if not available:
-                raise ValueError(
+                raise ConfigError(
                     f"dataset {dataset!r} has no tasks; known datasets with tasks: {', '.join(self.tasks)}"
                 )
             return list(available.values())
         names = list(dict.fromkeys(names))
         unknown = [n for n in names if n not in available]
         if unknown or not names:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown task(s) {unknown or names} for dataset {dataset!r}; valid tasks: {', '.join(available)}"
             )
         return [available[n] for n in names]
 
     def split(self, name: str) -> Split:
         if name not in self.splits:
-            raise ValueError(f"unknown split {name!r}; valid splits: {', '.join(sorted(self.splits))}")
+            raise ConfigError(f"unknown split {name!r}; valid splits: {', '.join(sorted(self.splits))}")
         return self.splits[name]
 
     def split_of(self, name: str, dataset: str) -> Split:
         """The split ``name``, which must belong to ``dataset``."""
         split = self.split(name)
         if split.dataset != dataset:
-            raise ValueError(f"split: {name!r} belongs to dataset {split.dataset!r}, not {dataset!r}")
+            raise ConfigError(f"split: {name!r} belongs to dataset {split.dataset!r}, not {dataset!r}")
         return split
 
     def seen(self, split: str) -> list[Task]:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from l2sparse.errors import TaskFileError
 from l2sparse.losses import LOSSES
 from l2sparse.metrics import HIGHER_IS_BETTER, METERS, METRIC_NAMES
 
@@ -54,10 +55,6 @@ TASK_FIELDS = {
 }
 REQUIRED_TASK_FIELDS = ("name", "dataset", "target", "head", "out_channels", "loss", "metrics")
 SPLIT_FIELDS = {"name": str, "dataset": str, "seen": list, "unseen": list, "description": str}
-
-
-class TaskFileError(ValueError):
-    """A task or split definition that is incomplete or invalid; the message names the file."""
 
 
 def import_object(path: str) -> Callable:
@@ -110,7 +107,7 @@ class Task:
             value = fn(pred, target)
             if not (isinstance(value, Tensor) and value.numel() == 1):
                 got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                raise ValueError(
+                raise TaskFileError(
                     f"task {self.name!r} ({self.source or 'defined in code'}): loss {self.loss!r} returned {got}, "
                     "expected a scalar tensor (reduce it, e.g. with .mean())"
                 )
@@ -119,7 +116,7 @@ class Task:
         return loss
 
     def check_target(self, pred: Tensor, target: Tensor) -> None:
-        """Raise ``ValueError`` naming the task and its file unless ``target`` fits the head's output ``pred``.
+        """Raise ``TaskFileError`` naming the task and its file unless ``target`` fits the head's output ``pred``.
 
         Segmentation targets are labels ``(B, H, W)`` for logits ``(B, C, H, W)``; every other target has the
         prediction's shape: ``(B, C, H, W)`` from a dense head, ``(B, C)`` from a pooled one.
@@ -128,7 +125,7 @@ class Task:
         if tuple(target.shape) != tuple(want):
             labels = f", expected labels {tuple(want)}" if self.metrics == "segmentation" else ""
             hint = f"; check what transform {self.transform!r} returns" if self.transform else ""
-            raise ValueError(
+            raise TaskFileError(
                 f"task {self.name!r} ({self.source or 'defined in code'}): target shape {tuple(target.shape)} does "
                 f"not fit the head's output {tuple(pred.shape)}{labels}{hint}"
             )
