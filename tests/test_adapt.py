@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from l2sparse.adapt import INITS, AdaptConfig, main, zero_group_masks
+from l2sparse.adapt import INITS, AdaptConfig, adapt_task, main, meta_test_sampler, zero_group_masks
 from l2sparse.errors import ConfigError
 from l2sparse.models import create_model
 from l2sparse.sparsity import channel_groups
@@ -118,6 +118,45 @@ def test_zero_groups_stay_zero_during_adaptation():
     assert list(masks) == ["backbone.layer2.0.conv1.conv.weight"]
     assert masks["backbone.layer2.0.conv1.conv.weight"][:, :5].eq(0).all()
     assert masks["backbone.layer2.0.conv1.conv.weight"][:, 5:].eq(1).all()
+
+
+def adapt_depth_from_a_sparse_backbone(**options):
+    """A tiny backbone with input-channel groups 0-4 of ``layer2.0.conv1`` and output group 3 of ``layer1.0.conv1``
+    (weight row, γ and β) zeroed, adapted to ``depth`` for 5 Adam steps: (backbone before, adapted model, metrics)."""
+    tasks = load_registry().get("synthetic", ["depth"])
+    model = create_model("tiny", tasks)
+    with torch.no_grad():
+        model.backbone.layer2[0].conv1.conv.weight[:, :5] = 0
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    cfg = AdaptConfig(steps=5, shots=8, eval_every=5, image_size=16, adapt_size=16, test_size=8, **options)
+    episode = meta_test_sampler(cfg, tasks, torch.device("cpu")).task("depth", cfg.shots)
+    adapted, metrics, _ = adapt_task(cfg, before, tasks[0], episode, seed=0, device=torch.device("cpu"))
+    return before, adapted, metrics
+
+
+def test_adaptation_keeps_zero_groups_exactly_zero_through_adam():
+    before, adapted, _ = adapt_depth_from_a_sparse_backbone()
+    after = adapted.backbone.state_dict()
+    w = after["layer2.0.conv1.conv.weight"]
+    assert w[:, :5].eq(0).all()  # Adam's moments would move them without the masks
+    assert not torch.equal(w[:, 5:], before["layer2.0.conv1.conv.weight"][:, 5:])  # the rest did train
+    assert not torch.equal(after["stem.0.conv.weight"], before["stem.0.conv.weight"])
+
+
+def test_adaptation_under_bf16_autocast_runs_and_keeps_the_masks():
+    _, adapted, metrics = adapt_depth_from_a_sparse_backbone(amp=True)
+    assert adapted.backbone.state_dict()["layer2.0.conv1.conv.weight"][:, :5].eq(0).all()
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+
+
+def test_a_budget_makes_the_meta_sparse_init_that_sparse_and_its_compact_model_smaller(tmp_path):
+    args = [*TINY, "--task", "has_cylinder", "--inits", "meta_sparse,meta_dense", "--budget", "0.5"]
+    report = main([*args, "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    sparse, dense = report["inits"]["meta_sparse"], report["inits"]["meta_dense"]
+    assert sparse["sparsity"]["group"] == pytest.approx(0.5, abs=0.03)
+    assert sparse["params"]["compact"] < 0.8 * sparse["params"]["dense"]
+    assert sparse["macs"]["compact"] < 0.8 * sparse["macs"]["dense"]
+    assert dense["sparsity"]["group"] == 0 and dense["params"]["compact"] == dense["params"]["dense"]
 
 
 @pytest.mark.parametrize(
