@@ -57,7 +57,7 @@ from l2sparse.metrics import delta_m
 from l2sparse.models import backbone_state, check_model, create_model
 from l2sparse.sparsity import channel_groups, compact, count_macs, count_params, sparsity_report
 from l2sparse.sparsity.groups import ConvGroups, group_matrix
-from l2sparse.tasks import Task, load_registry
+from l2sparse.tasks import Task, load_registry, task_files_digest
 from l2sparse.train import TrainConfig, evaluate, train_or_reuse
 
 INITS = ("meta_sparse", "meta_dense", "fixed_lambda", "random")
@@ -146,8 +146,10 @@ class AdaptConfig:
 
 
 def _key(obj: Mapping) -> str:
-    """Cache key of a configuration; the library version is part of it, so an upgrade retrains."""
-    return hashlib.sha256(json.dumps({**obj, "l2sparse": __version__}, sort_keys=True).encode()).hexdigest()[:16]
+    """Cache key of a configuration (with its ``tasks_dir``): the library version and the task files' contents
+    are part of it, so an upgrade or an edited task file retrains."""
+    stamp = {"l2sparse": __version__, "task_files": task_files_digest(obj["tasks_dir"])}
+    return hashlib.sha256(json.dumps({**obj, **stamp}, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def meta_config(cfg: AdaptConfig, learn: bool, seed: int = 0) -> MetaConfig:

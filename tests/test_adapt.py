@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 import torch
 
-from l2sparse.adapt import INITS, AdaptConfig, adapt_task, main, meta_test_sampler, zero_group_masks
+from l2sparse.adapt import INITS, AdaptConfig, _key, adapt_task, main, meta_config, meta_test_sampler, zero_group_masks
 from l2sparse.errors import ConfigError
 from l2sparse.models import create_model
 from l2sparse.sparsity import channel_groups
@@ -216,3 +217,17 @@ def test_importing_the_commands_leaves_the_plotting_backend_alone():
     code += "print(matplotlib.get_backend())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "svg"
+
+
+def test_the_cache_key_follows_the_task_files(tmp_path):
+    """An edited task file (here one of the user's) gives trained inits a new cache folder; the same files the same."""
+    (tmp_path / "mine").mkdir()
+    task = tmp_path / "mine" / "dark.toml"
+    text = 'name = "dark"\ndataset = "synthetic"\ntarget = "depth"\nhead = "dense"\nout_channels = 1\n'
+    task.write_text(text + 'loss = "l1_valid"\nmetrics = "depth"\n')
+    cfg = AdaptConfig(tasks_dir=[str(tmp_path / "mine")])
+    key = _key(asdict(meta_config(cfg, learn=True)))
+    assert _key(asdict(meta_config(cfg, learn=True))) == key
+    assert _key(asdict(meta_config(AdaptConfig(), learn=True))) != key  # without the folder
+    task.write_text(text + 'loss = "cosine"\nmetrics = "depth"\n')
+    assert _key(asdict(meta_config(cfg, learn=True))) != key

@@ -6,6 +6,7 @@ Adding a task means adding one file; nothing under ``l2sparse/`` changes.
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,19 @@ class Registry:
     def unseen(self, split: str) -> list[Task]:
         s = self.split(split)
         return self.get(s.dataset, s.unseen)
+
+
+def task_files_digest(tasks_dirs: str | Path | Sequence[str | Path] | None = None) -> str:
+    """SHA-256 (hex) of every task and split file that [`load_registry`][l2sparse.tasks.load_registry] reads for
+    ``tasks_dirs``: their paths below their folder and their bytes. A cache of trained inits keyed by it is
+    retrained when a task file changes; Python code a task file names (``transform``, ``loss``) is not part of it."""
+    extra = [] if tasks_dirs is None else [tasks_dirs] if isinstance(tasks_dirs, str | Path) else list(tasks_dirs)
+    h = hashlib.sha256()
+    for i, folder in enumerate([BUILTIN_DIR, *map(Path, extra)]):
+        for path in sorted(folder.rglob("*.toml")) if folder.is_dir() else []:
+            h.update(f"{i}:{path.relative_to(folder).as_posix()}\0".encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def _read(path: Path) -> dict:
