@@ -8,9 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from l2sparse.models import create_model
 from l2sparse.sparsity import ProxAdam, ProxSGD, channel_groups, group_norms, penalty, prox, prox_
 from l2sparse.sparsity.groups import ConvGroups
 from l2sparse.sparsity.optim import momentum_step_scale
+from l2sparse.tasks import load_registry
 
 
 def conv_bn(weight: torch.Tensor) -> nn.Sequential:
@@ -47,6 +49,21 @@ def test_output_groups_include_batchnorm_affine():
     # rows: [3, 0, 1, γ=1, β=0] -> √11 ; [4, 0, 1, γ=2, β=2] -> √25 = 5
     torch.testing.assert_close(group_norms(params, groups[0]), torch.tensor([11**0.5, 5.0]))
     assert penalty(m, groups).item() == pytest.approx(5**0.5 * (11**0.5 + 5))
+
+
+def test_output_groups_follow_the_declared_wiring_not_module_order():
+    """A block that registers its BatchNorm before its conv: the backbone's ``channel_spaces()`` still pairs them,
+    so the BatchNorm's γ, β join the conv's output groups (module order would pair the conv with the ReLU)."""
+    tasks = load_registry().get("synthetic", ["depth"])
+    model = create_model("tiny", tasks)
+    unit = model.backbone.layer1[0].conv1
+    unit._modules = {"bn": unit.bn, "conv": unit.conv, "act": unit.act}
+    g = next(g for g in channel_groups(model, mode="out") if g.layer == "backbone.layer1.0.conv1.conv")
+    assert g.extras == ("backbone.layer1.0.conv1.bn.weight", "backbone.layer1.0.conv1.bn.bias") and g.normalized
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1))  # no wiring declared
+    first, last = channel_groups(plain, shared="", mode="out")
+    assert first.extras == ("0.bias", "1.weight", "1.bias") and first.normalized
+    assert last.extras == ("2.bias",) and not last.normalized
 
 
 def test_prox_matches_hand_value_and_zeroes_small_groups():

@@ -79,10 +79,12 @@ def channel_groups(model: nn.Module, shared: SharedSpec = "backbone", mode: Grou
         model: any module; only ``nn.Conv2d`` layers with ``groups == 1`` are grouped.
         shared: which modules are shared and therefore penalised: a submodule name prefix (``"backbone"``, or
             ``""`` for the whole model), the submodule itself, or a predicate on module names.
-        mode: ``"in"`` for input-channel groups, ``"out"`` for output-channel groups with the BatchNorm registered
-            right after the conv (when it is a ``BatchNorm2d`` with matching ``num_features``; our ``ConvBNAct``
-            blocks always are). A conv without such a BatchNorm gets groups of its filter (and bias) alone.
-            Either way a conv followed by such a BatchNorm is marked ``normalized``.
+        mode: ``"in"`` for input-channel groups, ``"out"`` for output-channel groups with the conv's BatchNorm.
+            Which BatchNorm normalises a conv comes from the model's declared wiring: every ``(conv, bn)``
+            producer of a ``channel_spaces()`` that the model or a submodule describes. Only a conv that no such
+            description covers (a plain user module) is paired with the ``BatchNorm2d`` registered right after it,
+            when its ``num_features`` matches. A conv without a BatchNorm gets groups of its filter (and bias)
+            alone. Either way a conv with a BatchNorm is marked ``normalized``.
 
     Returns:
         One [`ConvGroups`][] per shared conv, in module order.
@@ -91,22 +93,42 @@ def channel_groups(model: nn.Module, shared: SharedSpec = "backbone", mode: Grou
         raise ValueError(f"mode: expected 'in' or 'out', got {mode!r}")
     is_shared = _is_shared(shared, model)
     modules = list(model.named_modules())
+    name_of = {id(m): n for n, m in modules}
+    declared = declared_batchnorms(model)
     groups = []
     for i, (name, m) in enumerate(modules):
         if not isinstance(m, nn.Conv2d) or m.groups != 1 or not is_shared(name):
             continue
         extras: tuple[str, ...] = ()
-        nxt_name, nxt = modules[i + 1] if i + 1 < len(modules) else ("", None)
-        has_bn = isinstance(nxt, nn.BatchNorm2d) and nxt.num_features == m.out_channels
+        if id(m) in declared:
+            bn = declared[id(m)]
+        else:
+            nxt = modules[i + 1][1] if i + 1 < len(modules) else None
+            bn = nxt if isinstance(nxt, nn.BatchNorm2d) and nxt.num_features == m.out_channels else None
+        has_bn = bn is not None
         if mode == "out":
             if m.bias is not None:
                 extras += (f"{name}.bias",)
-            if has_bn and nxt.affine:
-                extras += (f"{nxt_name}.weight", f"{nxt_name}.bias")
+            if has_bn and bn.affine:
+                extras += (f"{name_of[id(bn)]}.weight", f"{name_of[id(bn)]}.bias")
         groups.append(ConvGroups(name, f"{name}.weight", 1 if mode == "in" else 0, extras, normalized=has_bn))
     if not groups:
         raise ValueError("channel_groups: the shared part of the model has no Conv2d layer to group")
     return groups
+
+
+def declared_batchnorms(model: nn.Module) -> dict[int, nn.BatchNorm2d | None]:
+    """``{id(conv): its BatchNorm or None}`` for every conv that a ``channel_spaces()`` of ``model`` or of one of its
+    submodules names as a producer; empty when nothing describes its wiring."""
+    pairs: dict[int, nn.BatchNorm2d | None] = {}
+    for m in model.modules():
+        describe = getattr(m, "channel_spaces", None)
+        if not callable(describe):
+            continue
+        spaces = describe()
+        for space in spaces[0] if isinstance(spaces, tuple) else spaces:
+            pairs.update((id(conv), bn) for conv, bn in space.producers)
+    return pairs
 
 
 def group_matrix(params: Mapping[str, Tensor], g: ConvGroups) -> Tensor:
