@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from l2sparse.errors import ConfigError
 from l2sparse.models import MODELS, create_model
+from l2sparse.models.backbones import tiny_backbone
+from l2sparse.models.registry import Backbone, register_model
 from l2sparse.sparsity import count_params
 
 
@@ -57,3 +60,15 @@ def test_heads_can_attach_at_an_intermediate_layer(tasks):
         create_model("tiny", tasks, attach={"depth": "conv5"})
     with pytest.raises(ValueError, match="unknown task"):
         model(torch.randn(1, 3, 32, 32), ["normals"])
+
+
+def test_register_model_checks_the_backbone_protocol():
+    assert isinstance(tiny_backbone(), Backbone)
+    with pytest.raises(TypeError, match=r"register_model\('plain'\): .* \(layer_names, reduction, check_layer, "):
+        register_model("plain", lambda: nn.Conv2d(3, 8, 3))
+    assert "plain" not in MODELS
+    register_model("tiny-again", tiny_backbone, hidden=8)
+    try:
+        assert MODELS["tiny-again"].dense_head == {"hidden": 8}
+    finally:
+        del MODELS["tiny-again"]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor, nn
 
 from l2sparse.errors import ConfigError
-from l2sparse.models.backbones import ResNetBackbone, resnet50_backbone, small_backbone, tiny_backbone
+from l2sparse.models.backbones import resnet50_backbone, small_backbone, tiny_backbone
 from l2sparse.models.heads import HEADS
 from l2sparse.models.multitask import MultiTaskModel
 
@@ -20,17 +22,59 @@ class HeadSpec(Protocol):
     out_channels: int
 
 
+@runtime_checkable
+class Backbone(Protocol):
+    """What a backbone must provide to be registered (``ResNetBackbone`` is the reference implementation).
+
+    Attributes:
+        layer_names: its layers in forward order; heads attach after one of them.
+        out_channels: ``{layer: channels of its output}``; ``sync_out_channels()`` refreshes it after compaction.
+        reduction: ``{layer: spatial stride of its output}``.
+    """
+
+    layer_names: list[str]
+    out_channels: dict[str, int]
+    reduction: dict[str, int]
+
+    def forward(self, x: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+        """``{layer: features (B, C_layer, H / r, W / r)}`` for ``layers``, from images ``(B, 3, H, W)``, stopping
+        after the deepest one."""
+        ...
+
+    def check_layer(self, name: str) -> None:
+        """Raise ``ValueError`` listing the valid layer names unless ``name`` is one."""
+        ...
+
+    def channel_spaces(self) -> tuple[list, dict[str, int]]:
+        """Its wiring: the channel spaces (``l2sparse.sparsity.spaces``) and each layer's output space."""
+        ...
+
+    def sync_out_channels(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: Callable[[], ResNetBackbone]
+    backbone: Callable[[], Backbone]
     dense_head: dict = field(default_factory=dict)
 
 
 MODELS: dict[str, ModelConfig] = {}
 
 
-def register_model(name: str, backbone: Callable[[], ResNetBackbone], **dense_head: object) -> None:
-    """Register a backbone factory under ``name``; ``dense_head`` kwargs configure its dense heads."""
+def register_model(name: str, backbone: Callable[[], Backbone], **dense_head: object) -> None:
+    """Register a backbone factory under ``name``; ``dense_head`` kwargs configure its dense heads.
+
+    The factory is called once here: what it builds must be an ``nn.Module`` that meets the [`Backbone`][] protocol,
+    otherwise a ``TypeError`` names what is missing."""
+    built = backbone()
+    missing = [
+        m
+        for m in ("forward", *Backbone.__annotations__, "check_layer", "channel_spaces", "sync_out_channels")
+        if not hasattr(built, m)
+    ]
+    if missing or not isinstance(built, nn.Module):
+        what = ", ".join(missing) if missing else "it is not an nn.Module"
+        raise TypeError(f"register_model({name!r}): the backbone does not meet the Backbone protocol ({what})")
     MODELS[name] = ModelConfig(backbone, dict(dense_head))
 
 
