@@ -22,6 +22,7 @@ SUBPACKAGES = {
     "data": "Datasets, transforms and episode samplers.",
     "tasks": "The task file format and the task registry.",
     "meta": "Inner-loop settings, backends and the meta-sparsity trainer.",
+    "adapt": "The unseen-task experiment: its configuration, the registry of inits, fine-tuning, the report.",
 }
 
 

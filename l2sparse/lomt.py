@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,20 +26,18 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from l2sparse.adapt import latency_ms
 from l2sparse.checkpoint import load_checkpoint, save_figure, save_json, save_text
 from l2sparse.cli import ArgumentParser, fail, require_positive
 from l2sparse.data import get_dataset, require_root
 from l2sparse.device import resolve_device
 from l2sparse.errors import ConfigError, UserError
 from l2sparse.guards import check_finite, check_numbers, require_writable
+from l2sparse.latency import latency_ms
 from l2sparse.models import MODELS, MultiTaskModel, backbone_state, check_model, create_model
 from l2sparse.sparsity import channel_groups, count_macs, count_params
 from l2sparse.sparsity.groups import group_matrix
 from l2sparse.tasks import Task, load_registry
 from l2sparse.train import TrainConfig, load_split, task_losses, train_or_reuse
-
-RULES = ("deepest-active", "probe")
 
 
 def layer_activity(model: MultiTaskModel) -> dict[str, float]:
@@ -100,6 +98,36 @@ def earliest_within(losses: Mapping[str, float], layers: Sequence[str], epsilon:
     """The earliest layer whose loss is within ``epsilon`` (relative) of the best one."""
     best = min(losses.values())
     return next(layer for layer in layers if losses[layer] <= best * (1 + epsilon))
+
+
+@dataclass(frozen=True)
+class RuleInput:
+    """What an attachment rule may look at for one task: the run's config, the task, the backbone's layers in
+    forward order, which of them its sparse runs keep active, and the output folder and progress flag (for rules
+    that train)."""
+
+    cfg: LomtConfig
+    task: Task
+    layers: Sequence[str]
+    active: Mapping[str, bool]
+    out: Path
+    progress: bool
+
+
+def deepest_active_rule(x: RuleInput) -> tuple[str, dict[str, float] | None]:
+    return deepest_active(x.active, x.layers), None
+
+
+def probe_rule(x: RuleInput) -> tuple[str, dict[str, float] | None]:
+    losses = probe_losses(x.cfg, x.task, x.out, x.progress)
+    return earliest_within(losses, x.layers, x.cfg.epsilon), losses
+
+
+# attachment rules by ``--rule`` name: ``rule(RuleInput) -> (layer, probe losses per layer or None)``
+RULES: dict[str, Callable[[RuleInput], tuple[str, dict[str, float] | None]]] = {
+    "deepest-active": deepest_active_rule,
+    "probe": probe_rule,
+}
 
 
 @dataclass
@@ -222,16 +250,14 @@ def run(cfg: LomtConfig, out: str | Path, progress: bool = True) -> dict:
             states.setdefault(task.name, []).append(load_checkpoint(run_dir / "checkpoint.pt", ("model",))["model"])
     activity = activity_from_states(cfg.model, tasks, states)
     active = {t: active_layers(trials, cfg.threshold) for t, trials in activity.items()}
-    probes = {}
-    attach = {}
+    attach, probes = {}, {}
     for task in tasks:
         if task.name in cfg.attach:
             attach[task.name] = cfg.attach[task.name]
-        elif cfg.rule == "probe":
-            probes[task.name] = probe_losses(cfg, task, out, progress)
-            attach[task.name] = earliest_within(probes[task.name], layers, cfg.epsilon)
-        else:
-            attach[task.name] = deepest_active(active[task.name], layers)
+            continue
+        attach[task.name], losses = RULES[cfg.rule](RuleInput(cfg, task, layers, active[task.name], out, progress))
+        if losses is not None:
+            probes[task.name] = losses
 
     models = {}
     reports = {}

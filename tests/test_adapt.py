@@ -10,7 +10,18 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from l2sparse.adapt import INITS, AdaptConfig, _key, adapt_task, main, meta_config, meta_test_sampler, zero_group_masks
+from l2sparse.adapt import (
+    INIT_BASELINES,
+    INITS,
+    AdaptConfig,
+    adapt_task,
+    cache_key,
+    main,
+    meta_config,
+    meta_test_sampler,
+    register_init,
+    zero_group_masks,
+)
 from l2sparse.errors import ConfigError
 from l2sparse.models import create_model
 from l2sparse.sparsity import channel_groups
@@ -226,8 +237,27 @@ def test_the_cache_key_follows_the_task_files(tmp_path):
     text = 'name = "dark"\ndataset = "synthetic"\ntarget = "depth"\nhead = "dense"\nout_channels = 1\n'
     task.write_text(text + 'loss = "l1_valid"\nmetrics = "depth"\n')
     cfg = AdaptConfig(tasks_dir=[str(tmp_path / "mine")])
-    key = _key(asdict(meta_config(cfg, learn=True)))
-    assert _key(asdict(meta_config(cfg, learn=True))) == key
-    assert _key(asdict(meta_config(AdaptConfig(), learn=True))) != key  # without the folder
+    key = cache_key(asdict(meta_config(cfg, learn=True)))
+    assert cache_key(asdict(meta_config(cfg, learn=True))) == key
+    assert cache_key(asdict(meta_config(AdaptConfig(), learn=True))) != key  # without the folder
     task.write_text(text + 'loss = "cosine"\nmetrics = "depth"\n')
-    assert _key(asdict(meta_config(cfg, learn=True))) != key
+    assert cache_key(asdict(meta_config(cfg, learn=True))) != key
+
+
+def test_a_registered_init_is_compared_like_the_built_in_ones(tmp_path):
+    """``register_init`` adds an init that ``--inits`` accepts, adapted and reported like the others."""
+
+    def halved(cfg, seen, progress, seed):
+        state, _ = INIT_BASELINES["random"].build(cfg, seen, progress, seed)
+        return {k: v / 2 if v.is_floating_point() else v for k, v in state.items()}, {"lambda": None}
+
+    register_init("halved_random", halved)
+    try:
+        report = main([*TINY, "--task", "has_cylinder", "--inits", "halved_random,random", "--out", str(tmp_path)])
+    finally:
+        del INIT_BASELINES["halved_random"]
+    assert list(report["inits"]) == ["random", "halved_random"] and "| halved_random |" in report["table"]
+    got = report["inits"]["halved_random"]["results"]["has_cylinder"]["metrics"]["loss"]["values"]
+    assert got != report["inits"]["random"]["results"]["has_cylinder"]["metrics"]["loss"]["values"]
+    with pytest.raises(SystemExit):  # gone from the registry, refused again
+        main([*TINY, "--inits", "halved_random", "--out", str(tmp_path / "again")])

@@ -52,7 +52,12 @@ def test_cli_reference_lists_every_option_of_every_command(site, module):
 def test_api_reference_renders_the_docstrings_of_every_subpackage(site):
     sparsity = (site / "api" / "sparsity" / "index.html").read_text()
     assert "Apply the group soft-threshold with step" in sparsity  # prox's docstring
-    for page, module in [("models", "create_model"), ("meta", "MetaSparsity"), ("tasks", "load_registry")]:
+    for page, module in [
+        ("models", "create_model"),
+        ("meta", "MetaSparsity"),
+        ("tasks", "load_registry"),
+        ("adapt", "register_init"),
+    ]:
         assert module in (site / "api" / page / "index.html").read_text()
 
 

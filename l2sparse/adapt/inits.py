@@ -1,0 +1,168 @@
+"""The backbone inits ``adapt`` compares, as a registry: each builds ``(backbone state, info)`` for one seed.
+
+Built in: ``meta_sparse`` (meta-sparsity, λ learned), ``meta_dense`` (the same with λ = 0), ``fixed_lambda`` (the
+fixed-λ trainer, λ from a grid) and ``random``. [`register_init`][l2sparse.adapt.inits.register_init] adds one;
+``--inits`` then accepts its name. Trained inits are cached under the config's cache folder, keyed by
+[`cache_key`][l2sparse.adapt.inits.cache_key].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from l2sparse import __version__, distributed
+from l2sparse.checkpoint import load_checkpoint, locked
+from l2sparse.errors import CheckpointError
+from l2sparse.meta.metasparsity import MetaConfig, MetaSparsity
+from l2sparse.models import backbone_state, check_model, create_model
+from l2sparse.tasks import Task, task_files_digest
+from l2sparse.train import TrainConfig, train_or_reuse
+
+if TYPE_CHECKING:
+    from l2sparse.adapt.config import AdaptConfig
+
+InitState = tuple[dict[str, Tensor], dict]
+InitBuilder = Callable[["AdaptConfig", Sequence[Task], bool, int], InitState]
+
+
+@dataclass(frozen=True)
+class InitBaseline:
+    """One registered init.
+
+    Attributes:
+        build: ``build(cfg, seen tasks, progress, seed) -> (backbone state, info)``; ``info`` holds at least
+            ``"lambda"`` (``None`` when it has none).
+        cached: it trains into the cache (``--cache-dir`` must then be writable).
+    """
+
+    build: InitBuilder
+    cached: bool = False
+
+
+def cache_key(obj: Mapping) -> str:
+    """Cache key of a configuration (with its ``tasks_dir``): the library version and the task files' contents
+    are part of it, so an upgrade or an edited task file retrains."""
+    stamp = {"l2sparse": __version__, "task_files": task_files_digest(obj["tasks_dir"])}
+    return hashlib.sha256(json.dumps({**obj, **stamp}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def meta_config(cfg: AdaptConfig, learn: bool, seed: int = 0) -> MetaConfig:
+    return MetaConfig(
+        dataset=cfg.dataset,
+        split=cfg.split,
+        data_root=cfg.data_root,
+        tasks_dir=cfg.tasks_dir,
+        model=cfg.model,
+        lam_init=cfg.lam_init if learn else 0.0,
+        learn_lambda=learn,
+        budget=cfg.budget if learn else None,
+        budget_macs=cfg.budget_macs if learn else None,
+        budget_ramp=cfg.budget_ramp,
+        meta_iters=cfg.meta_iters,
+        meta_batch=cfg.meta_batch,
+        image_size=cfg.image_size,
+        train_size=cfg.train_size,
+        seed=seed,
+        device=cfg.device,
+    )
+
+
+def meta_init(cfg: AdaptConfig, learn: bool, progress: bool, seed: int = 0) -> tuple[dict[str, Tensor], dict]:
+    """Backbone state of a meta-trained init (cached), trained with ``seed``, and its λ."""
+    mcfg = meta_config(cfg, learn, seed)
+    out = cfg.cache_root() / f"meta-{cache_key(asdict(mcfg))}"
+    with locked(out) if distributed.current().main else contextlib.nullcontext():  # rank 0 speaks for a launch
+        trainer = MetaSparsity(mcfg, out, resume=distributed.on_main((out / "checkpoint.pt").exists))
+        trainer.train(progress=progress)
+    return _backbone_state(trainer.model), {"lambda": trainer.lam.detach().tolist(), "cache": str(out)}
+
+
+def checkpoint_init(cfg: AdaptConfig, path: str) -> tuple[dict[str, Tensor], dict]:
+    """Backbone state from a ``meta_train`` checkpoint, which must match the split and the model."""
+    state = load_checkpoint(path, ("config", "model", "rho"))
+    saved = state["config"]
+    if not (isinstance(saved, dict) and isinstance(state["model"], dict) and torch.is_tensor(state["rho"])):
+        raise CheckpointError(f"{path}: not a meta_train checkpoint (config, model or rho of the wrong kind)")
+    for key in ("split", "model", "dataset"):
+        if saved.get(key) != getattr(cfg, key):
+            raise CheckpointError(
+                f"{path}: trained with {key} {saved.get(key)!r}, but this run uses {getattr(cfg, key)!r}"
+            )
+    backbone = backbone_state(state["model"])
+    try:  # the backbone must fit now, not after the other inits have trained
+        check_model(cfg.model).backbone().load_state_dict(backbone)
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{path}: its backbone does not fit model {cfg.model!r} ({e})") from e
+    return backbone, {"lambda": state["rho"].exp().tolist(), "checkpoint": str(path)}
+
+
+def fixed_lambda_init(
+    cfg: AdaptConfig, seen: Sequence[Task], progress: bool, seed: int = 0
+) -> tuple[dict[str, Tensor], dict]:
+    """The fixed-λ trainer on the seen tasks for every λ of the grid, trained with ``seed``; the lowest mean
+    validation loss wins.
+
+    It trains with ``ProxAdam`` at the meta-init's outer learning rate, whose λ is the meta-sparse init's λ (both
+    relative to the layer's gradient scale, both on the mean task loss), so the λ columns compare."""
+    runs = {}
+    for lam in cfg.lam_grid:
+        tcfg = TrainConfig(
+            dataset=cfg.dataset,
+            tasks=[t.name for t in seen],
+            data_root=cfg.data_root,
+            tasks_dir=cfg.tasks_dir,
+            model=cfg.model,
+            lam=lam,
+            optimizer="adam",
+            lr=MetaConfig.outer_lr,
+            steps=cfg.fixed_steps,
+            image_size=cfg.image_size,
+            train_size=cfg.train_size,
+            test_size=min(cfg.test_size, 200),
+            eval_split="val",
+            seed=seed,
+            device=cfg.device,
+        )
+        out = cfg.cache_root() / f"fixed-{cache_key(asdict(tcfg))}"
+        report = train_or_reuse(tcfg, out, progress)
+        runs[lam] = (sum(m["loss"] for m in report["metrics"].values()) / len(report["metrics"]), out)
+    best = min(runs, key=lambda lam: runs[lam][0])
+    state = load_checkpoint(runs[best][1] / "checkpoint.pt", ("model",))["model"]
+    return backbone_state(state), {"lambda": best, "grid_val_loss": {str(k): v[0] for k, v in runs.items()}}
+
+
+def random_init(cfg: AdaptConfig, seen: Sequence[Task], seed: int = 0) -> tuple[dict[str, Tensor], dict]:
+    torch.manual_seed(seed)
+    return _backbone_state(create_model(cfg.model, seen)), {"lambda": None}
+
+
+def _backbone_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
+
+
+INIT_BASELINES: dict[str, InitBaseline] = {}
+
+
+def register_init(
+    name: str, build: Callable[[AdaptConfig, Sequence[Task], bool, int], InitState], cached: bool = False
+) -> None:
+    """Add an init under ``name`` (see [`InitBaseline`][l2sparse.adapt.inits.InitBaseline])."""
+    INIT_BASELINES[name] = InitBaseline(build, cached)
+
+
+register_init("meta_sparse", lambda cfg, seen, progress, seed: meta_init(cfg, True, progress, seed), cached=True)
+register_init("meta_dense", lambda cfg, seen, progress, seed: meta_init(cfg, False, progress, seed), cached=True)
+register_init(
+    "fixed_lambda",
+    lambda cfg, seen, progress, seed: distributed.on_main(lambda: fixed_lambda_init(cfg, seen, progress, seed)),
+    cached=True,
+)
+register_init("random", lambda cfg, seen, progress, seed: random_init(cfg, seen, seed))
