@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -30,8 +31,9 @@ from l2sparse.checkpoint import load_checkpoint, save_figure, save_json, save_te
 from l2sparse.cli import ArgumentParser, fail, require_positive
 from l2sparse.data import get_dataset, require_root
 from l2sparse.device import resolve_device
+from l2sparse.engine import Loop, fit
 from l2sparse.errors import ConfigError, UserError
-from l2sparse.guards import check_finite, check_numbers, require_writable
+from l2sparse.guards import check_numbers, require_writable
 from l2sparse.latency import latency_ms
 from l2sparse.models import MODELS, MultiTaskModel, backbone_state, check_model, create_model
 from l2sparse.sparsity import channel_groups, count_macs, count_params
@@ -195,6 +197,14 @@ class LomtConfig:
         return TrainConfig(**{**asdict(base), **changes})
 
 
+PROBE_LR, PROBE_BATCH = 1e-3, 16  # the probe heads' Adam learning rate and batch
+
+
+def head_loss(model: MultiTaskModel, task: Task, data: Mapping[str, Tensor], idx: Tensor) -> Tensor:
+    """``task``'s loss on the images ``data["image"][idx]``."""
+    return task_losses(model, [task], {k: v[idx] for k, v in data.items()})[task.name]
+
+
 def probe_losses(cfg: LomtConfig, task: Task, out: Path, progress: bool) -> dict[str, float]:
     """Validation loss of a head trained at each layer on the frozen backbone of a dense single-task run."""
     dense = cfg.train_config([task], lam=0.0, steps=cfg.sparse_steps, eval_split="val")
@@ -211,17 +221,10 @@ def probe_losses(cfg: LomtConfig, task: Task, out: Path, progress: bool) -> dict
         model.backbone.load_state_dict(backbone_state(state))
         model.backbone.requires_grad_(False)
         model.backbone.eval()
-        opt = torch.optim.Adam(model.heads.parameters(), lr=1e-3)
-        g = torch.Generator().manual_seed(cfg.seed)
-        for step in range(1, cfg.probe_steps + 1):
-            idx = torch.randint(len(data["image"]), (16,), generator=g).to(device)
-            loss = task_losses(model, [task], {k: v[idx] for k, v in data.items()})[task.name]
-            check_finite(
-                f"lomt probe ({task.name}, {layer})", step, {"loss": loss}, "check the task's loss and targets"
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        opt = torch.optim.Adam(model.heads.parameters(), lr=PROBE_LR)
+        what, fix = f"lomt probe ({task.name}, {layer})", "check the task's loss and targets"
+        loop = Loop(len(data["image"]), PROBE_BATCH, torch.Generator().manual_seed(cfg.seed), device, what, fix)
+        fit(opt, partial(head_loss, model, task, data), loop, cfg.probe_steps)
         with torch.no_grad():
             model.eval()
             losses[layer] = task_losses(model, [task], val)[task.name].item()

@@ -30,8 +30,9 @@ from l2sparse.checkpoint import (
 from l2sparse.cli import ArgumentParser, fail, require_positive
 from l2sparse.data import get_dataset, make_dataset, require_root
 from l2sparse.device import DEVICES, resolve_device
+from l2sparse.engine import Loop, fit
 from l2sparse.errors import CheckpointError, ConfigError, UserError
-from l2sparse.guards import check_finite, check_finite_model, check_numbers, require_writable
+from l2sparse.guards import check_finite_model, check_numbers, require_writable
 from l2sparse.models import MultiTaskModel, check_model, create_model
 from l2sparse.sparsity import ProxAdam, ProxSGD, channel_groups, compact, max_output_difference, sparsity_report
 from l2sparse.sparsity.report import count_macs, count_params
@@ -227,24 +228,23 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
             ckpt_path,
         )
 
-    start = time.perf_counter()
-    model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
-    while step < cfg.steps:
-        idx = torch.randint(n_train, (cfg.batch_size,), generator=rng).to(device)
-        losses = task_losses(model, tasks, {k: v[idx] for k, v in train_data.items()})
-        loss = weighting(losses)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        last_loss = loss.item()
-        check_finite("train", step, {"loss": last_loss}, BLOW_UP_FIX, ckpt_path)
+    def loss_of(idx: Tensor) -> Tensor:
+        return weighting(task_losses(model, tasks, {k: v[idx] for k, v in train_data.items()}))
+
+    def track(done: int, loss: Tensor) -> None:
+        nonlocal step, last_loss
+        step, last_loss = done, loss.item()
         bar.update(1)
         if step % 25 == 0 or step == cfg.steps:
             bar.set_postfix(loss=f"{last_loss:.3f}", group_sparsity=f"{sparsity_report(model, groups)['group']:.2f}")
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             checkpoint()
+
+    start = time.perf_counter()
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
+    loop = Loop(n_train, cfg.batch_size, rng, device, "train", BLOW_UP_FIX, ckpt_path)
+    fit(opt, loss_of, loop, cfg.steps, start=step, hooks=[track])
     bar.close()
 
     report = {

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from l2sparse.adapt.config import AdaptConfig
 from l2sparse.data import get_dataset, make_dataset
 from l2sparse.data.episodes import MetaTestSampler
-from l2sparse.guards import check_finite
+from l2sparse.engine import Loop, fit
 from l2sparse.latency import latency_ms
 from l2sparse.models import create_model
 from l2sparse.sparsity import channel_groups, compact, count_macs, count_params
@@ -62,24 +62,32 @@ def adapt_task(
     # the task's target is already selected, merged and transformed: evaluate with an identity view of the task
     plain = dataclasses.replace(task, select=None, lut=None, transform="")
     n = len(train_b["image"])
-    g = torch.Generator().manual_seed(seed)
+    loop = Loop(
+        n,
+        min(cfg.batch_size, n),
+        torch.Generator().manual_seed(seed),
+        device,
+        f"adapt ({task.name}, seed {seed})",
+        "lower --lr",
+    )
     curve = []
-    metric = task.primary_metric
-    model.train()
-    for step in range(1, cfg.steps + 1):
-        idx = torch.randint(n, (min(cfg.batch_size, n),), generator=g).to(device)
+
+    def loss_of(idx: Tensor) -> Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
             pred = model(train_b["image"][idx])[task.name]
-        loss = task.loss_fn(pred.float(), train_b[task.name][idx])
-        check_finite(f"adapt ({task.name}, seed {seed})", step, {"loss": loss}, "lower --lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            for name, mask in masks.items():
-                params[name].mul_(mask)
+        return task.loss_fn(pred.float(), train_b[task.name][idx])
+
+    @torch.no_grad()
+    def keep_zero_groups(step: int, loss: Tensor) -> None:
+        for name, mask in masks.items():
+            params[name].mul_(mask)
+
+    def learning_curve(step: int, loss: Tensor) -> None:
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            curve.append((step, evaluate(model, [plain], test_data)[task.name][metric]))
+            curve.append((step, evaluate(model, [plain], test_data)[task.name][task.primary_metric]))
+
+    model.train()
+    fit(opt, loss_of, loop, cfg.steps, hooks=[keep_zero_groups, learning_curve])
     return model, evaluate(model, [plain], test_data)[task.name], curve
 
 
