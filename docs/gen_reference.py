@@ -23,6 +23,7 @@ SUBPACKAGES = {
     "tasks": "The task file format and the task registry.",
     "meta": "Inner-loop settings, backends and the meta-sparsity trainer.",
     "adapt": "The unseen-task experiment: its configuration, the registry of inits, fine-tuning, the report.",
+    "lomt": "Layer-optimised multi-task models: layer activity, attachment rules, the pipeline.",
 }
 
 
