@@ -11,6 +11,7 @@ same trajectory).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -322,12 +323,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         report = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     except UserError as e:
         fail(parser.prog, str(e))
-    summary = {t: {k: round(v, 4) for k, v in m.items()} for t, m in report["metrics"].items()}
+    # an undefined metric (AUROC without positives) is null, as in report.json
+    summary = {
+        t: {k: round(v, 4) if math.isfinite(v) else None for k, v in m.items()} for t, m in report["metrics"].items()
+    }
     print(
         f"group sparsity {report['sparsity']['group']:.3f}, params {report['params']['dense']} -> "
         f"{report['params']['compact']}, MACs {report['macs']['dense']} -> {report['macs']['compact']}"
     )
-    print(json.dumps(summary))
+    print(json.dumps(summary, allow_nan=False))
     print(f"report: {Path(args.out) / 'report.json'}")
     return report
 

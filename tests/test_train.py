@@ -123,3 +123,15 @@ def test_an_output_path_that_is_a_file_is_refused(tmp_path, capsys):
     assert exc.value.code == 2
     assert "exists and is not a directory" in capsys.readouterr().err
     assert f.read_text() == "keep me"
+
+
+def test_an_undefined_metric_prints_as_null(tmp_path, capsys):
+    """Four test images hold no image without a sphere: has_sphere's balanced accuracy is undefined, printed as null
+    (strict JSON, as in report.json), never as NaN."""
+    main(["--steps", "2", "--train-size", "8", "--test-size", "4", "--image-size", "16", "--batch-size", "4",
+          "--out", str(tmp_path / "run"), "--quiet"])  # fmt: skip
+    out = capsys.readouterr().out
+    metrics = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    assert "NaN" not in out and metrics["has_sphere"]["balanced_accuracy"] is None
+    assert metrics["has_sphere"]["accuracy"] == 1.0
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["metrics"]["has_sphere"]["auroc"] is None

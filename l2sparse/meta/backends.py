@@ -12,8 +12,9 @@ per-task query losses, as tensors differentiable with respect to the model's par
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable, Mapping, Sequence
+import importlib
+from collections.abc import Mapping, Sequence
+from types import ModuleType
 from typing import Protocol
 
 import torch
@@ -26,7 +27,15 @@ from l2sparse.tasks import Task
 
 
 class InnerLoop(Protocol):
+    """A registered backend (``BACKENDS``): a name, a check of its own library, and the differentiable inner loop."""
+
     name: str
+
+    @classmethod
+    def require(cls) -> ModuleType | None:
+        """The backend's library (``None`` when it needs none); a ``ConfigError`` saying how to install it when it
+        does not import here."""
+        ...
 
     def query_losses(
         self,
@@ -66,6 +75,10 @@ class TorchFuncLoop:
 
     name = "torchfunc"
 
+    @classmethod
+    def require(cls) -> None:
+        return None  # torch.func is part of torch
+
     def query_losses(self, model, groups, lam, episode, tasks, cfg):
         names = [t.name for t in tasks]
         fast = dict(model.named_parameters())
@@ -94,9 +107,14 @@ class HigherLoop:
 
     name = "higher"
 
-    def query_losses(self, model, groups, lam, episode, tasks, cfg):
-        import higher
+    @classmethod
+    def require(cls) -> ModuleType:
+        return _require(
+            "higher", cls.name, "Install it with `pip install higher` (or the extra: `pip install l2sparse[higher]`)"
+        )
 
+    def query_losses(self, model, groups, lam, episode, tasks, cfg):
+        higher = self.require()
         names = [t.name for t in tasks]
         param_names = [n for n, _ in model.named_parameters()]
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
@@ -125,8 +143,17 @@ class Learn2LearnLoop:
 
     name = "learn2learn"
 
+    @classmethod
+    def require(cls) -> ModuleType:
+        return _require(
+            "learn2learn",
+            cls.name,
+            "Install it with `pip install learn2learn` on a Python where it builds (it compiles C extensions and "
+            "imports torchvision), or build the ready environment with `bash scripts/l2l_env.sh`",
+        )
+
     def query_losses(self, model, groups, lam, episode, tasks, cfg):
-        l2l = _import_learn2learn()
+        l2l = self.require()
         names = [t.name for t in tasks]
         maml = l2l.algorithms.MAML(model, lr=cfg.lr, first_order=False, allow_unused=True)
         with torch.enable_grad(), batch_stats_only(model):
@@ -141,20 +168,17 @@ class Learn2LearnLoop:
             return episode_losses(learner(episode["test"]["image"], tasks=names), episode["test"], tasks)
 
 
-def _import_learn2learn():
+def _require(module: str, backend: str, how: str) -> ModuleType:
+    """Import a backend's library, or raise a ``ConfigError`` naming the backend, the cause and ``how`` to install."""
     try:
-        import learn2learn
-    except Exception as e:  # ImportError, or torchvision failing inside learn2learn's own imports
+        return importlib.import_module(module)
+    except Exception as e:  # ImportError, or a dependency failing inside the library's own imports
         raise ConfigError(
-            f"backend 'learn2learn' is not importable here ({type(e).__name__}: {e}). Install it with "
-            "`pip install learn2learn` on a Python where it builds (it compiles C extensions and imports "
-            "torchvision), or build the ready environment with `bash scripts/l2l_env.sh`; or use --backend "
-            "torchfunc or higher."
+            f"backend {backend!r} is not importable here ({type(e).__name__}: {e}). {how}; or use --backend torchfunc."
         ) from e
-    return learn2learn
 
 
-BACKENDS: dict[str, Callable[[], InnerLoop]] = {
+BACKENDS: dict[str, type[InnerLoop]] = {
     "torchfunc": TorchFuncLoop,
     "higher": HigherLoop,
     "learn2learn": Learn2LearnLoop,
@@ -162,23 +186,19 @@ BACKENDS: dict[str, Callable[[], InnerLoop]] = {
 
 
 def importable(name: str) -> bool:
-    """Whether a backend's library can be imported (learn2learn is tried for real: it may fail inside)."""
-    if name == "torchfunc":
-        return True
-    if name == "higher":
-        return importlib.util.find_spec("higher") is not None
+    """Whether a backend's library imports here (tried for real: learn2learn may fail inside its own imports)."""
     try:
-        _import_learn2learn()
+        BACKENDS[name].require()
     except ConfigError:
         return False
     return True
 
 
 def get_backend(name: str) -> InnerLoop:
-    """The backend called ``name``; unknown names list the valid ones and which of them import here."""
+    """The backend called ``name``; unknown names list the valid ones and which of them import here, a backend whose
+    library does not import says how to install it."""
     if name not in BACKENDS:
         status = ", ".join(f"{b} ({'importable' if importable(b) else 'not importable'})" for b in BACKENDS)
         raise ConfigError(f"unknown backend {name!r}; valid backends: {status}")
-    if name == "learn2learn":
-        _import_learn2learn()
+    BACKENDS[name].require()
     return BACKENDS[name]()

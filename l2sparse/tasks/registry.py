@@ -1,4 +1,5 @@
-"""The task registry: the built-in ``tasks/`` folder plus any folders a user points at.
+"""The task registry: the built-in task files (``l2sparse/tasks/builtin/``, package data) plus any folders a user
+points at.
 
 Every ``*.toml`` file below a folder is a task, except those inside a folder named ``splits``, which are splits.
 Adding a task means adding one file; nothing under ``l2sparse/`` changes.
@@ -10,13 +11,15 @@ import hashlib
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from l2sparse.data import DATASETS
 from l2sparse.errors import ConfigError, TaskFileError
 from l2sparse.tasks.spec import Split, Task, parse_split, parse_task
 
-BUILTIN_DIR = Path(__file__).resolve().parents[2] / "tasks"
+# package data, shipped in the wheel; l2sparse is installed as files (not zipped), so this is a real folder
+BUILTIN_DIR = Path(str(resources.files("l2sparse.tasks") / "builtin"))
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A task is data: the dataset target it predicts, its head, its loss and its metrics, read from a TOML file.
 
-Task file fields (``tasks/<dataset>/<name>.toml``):
+Task file fields (``<dataset>/<name>.toml`` below a tasks folder):
 
     name = "depth"                  # unique within its dataset
     dataset = "synthetic"           # a registered dataset
@@ -17,7 +17,7 @@ Task file fields (``tasks/<dataset>/<name>.toml``):
     [higher_is_better]              # optional: per metric, defaults to the metric family's
     abs_err = false
 
-Split files (``tasks/splits/<name>.toml``) name the seen (meta-train) and unseen (held-out) tasks:
+Split files (``splits/<name>.toml`` below a tasks folder) name the seen (meta-train) and unseen (held-out) tasks:
 
     name = "synthetic-default"
     dataset = "synthetic"
