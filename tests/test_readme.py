@@ -53,10 +53,22 @@ def command_lines() -> list[list[str]]:
     return found
 
 
+def command_module(name: str):
+    """The module that builds ``python -m name``'s parser: the module itself, or a package's ``cli`` or
+    ``__main__``."""
+    for candidate in (name, f"{name}.cli", f"{name}.__main__"):
+        try:
+            module = importlib.import_module(candidate)
+        except ModuleNotFoundError:
+            continue
+        if hasattr(module, "build_parser"):
+            return module
+    raise AssertionError(f"{name}: no module of it builds a parser")
+
+
 @pytest.mark.parametrize("words", command_lines(), ids=lambda w: " ".join(w)[:60])
 def test_every_documented_command_line_parses(words):
-    module = importlib.import_module(words[0] if words[0] != "l2sparse.tasks" else "l2sparse.tasks.__main__")
-    module.build_parser().parse_args(words[1:])  # an unknown or mistyped option exits 2 here
+    command_module(words[0]).build_parser().parse_args(words[1:])  # an unknown or mistyped option exits 2 here
 
 
 def test_the_command_lines_cover_every_command():
