@@ -5,9 +5,10 @@
     python benchmarks/backends.py --profile mid second_order torchfunc   # where a meta-iteration spends its time
 
 Each (config, order, backend) runs in its own subprocess, so its peak resident memory (``ru_maxrss`` after the
-first meta-batch and the timed meta-iterations, minus before them) is its own; rounds alternate between backends and the best round counts. Every
-backend runs the same model init, episodes and mode; their hypergradients (dL/dρ and the meta-init gradient norm
-of the first iteration) are printed and checked to agree before any time is compared.
+first meta-batch and the timed meta-iterations, minus before them) is its own; rounds alternate between backends
+and the best round counts. Every backend runs the same model init, episodes and mode; their hypergradients (dL/dρ
+and the meta-init gradient norm of the first iteration) are printed and checked to agree before any time is
+compared.
 """
 
 from __future__ import annotations
