@@ -67,13 +67,18 @@ class Registry:
         return self.get(s.dataset, s.unseen)
 
 
+def task_folders(tasks_dirs: str | Path | Sequence[str | Path] | None = None) -> list[Path]:
+    """The folders a registry reads, in order: the built-in one, then ``tasks_dirs`` (one folder or several)."""
+    extra = [] if tasks_dirs is None else [tasks_dirs] if isinstance(tasks_dirs, str | Path) else list(tasks_dirs)
+    return [BUILTIN_DIR, *map(Path, extra)]
+
+
 def task_files_digest(tasks_dirs: str | Path | Sequence[str | Path] | None = None) -> str:
     """SHA-256 (hex) of every task and split file that [`load_registry`][l2sparse.tasks.load_registry] reads for
     ``tasks_dirs``: their paths below their folder and their bytes. A cache of trained inits keyed by it is
     retrained when a task file changes; Python code a task file names (``transform``, ``loss``) is not part of it."""
-    extra = [] if tasks_dirs is None else [tasks_dirs] if isinstance(tasks_dirs, str | Path) else list(tasks_dirs)
     h = hashlib.sha256()
-    for i, folder in enumerate([BUILTIN_DIR, *map(Path, extra)]):
+    for i, folder in enumerate(task_folders(tasks_dirs)):
         for path in sorted(folder.rglob("*.toml")) if folder.is_dir() else []:
             h.update(f"{i}:{path.relative_to(folder).as_posix()}\0".encode())
             h.update(path.read_bytes())
@@ -96,9 +101,8 @@ def load_registry(tasks_dirs: str | Path | Sequence[str | Path] | None = None) -
         TaskFileError: a file that is not valid TOML, has a missing or unknown field, names an unknown dataset, or
             a split naming tasks its dataset does not have.
     """
-    extra = [] if tasks_dirs is None else [tasks_dirs] if isinstance(tasks_dirs, str | Path) else list(tasks_dirs)
     reg = Registry()
-    for folder in [BUILTIN_DIR, *map(Path, extra)]:
+    for folder in task_folders(tasks_dirs):
         if not folder.is_dir():
             raise TaskFileError(f"{folder}: tasks folder does not exist")
         for path in sorted(folder.rglob("*.toml")):
