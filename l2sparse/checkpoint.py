@@ -102,14 +102,14 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> None:
     _atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip("."), dpi=dpi))
 
 
-def _strict(obj: Any) -> Any:
-    """``obj`` with every NaN or ±inf float replaced by ``None``."""
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every NaN or ±inf float replaced by ``None`` (``null`` in JSON), at any depth."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _strict(v) for k, v in obj.items()}
+        return {k: strict_json(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_strict(v) for v in obj]
+        return [strict_json(v) for v in obj]
     return obj
 
 
@@ -119,7 +119,7 @@ def save_json(obj: Any, path: str | Path) -> None:
     A value that is not a finite number can only be an *undefined* metric here (AUROC or F1 on a test set without
     positives, say): it is written as ``null``, never as the non-standard ``NaN``. Blow-ups during training never
     reach a report: the training loops stop at them ([`check_finite`][l2sparse.guards.check_finite])."""
-    text = json.dumps(_strict(obj), indent=2, allow_nan=False).encode()
+    text = json.dumps(strict_json(obj), indent=2, allow_nan=False).encode()
     _atomic_write(Path(path), lambda f: f.write(text))
 
 

@@ -11,7 +11,6 @@ same trajectory).
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from l2sparse.checkpoint import (
     locked,
     save_checkpoint,
     save_json,
+    strict_json,
 )
 from l2sparse.cli import ArgumentParser, fail, require_positive
 from l2sparse.data import get_dataset, make_dataset, require_root
@@ -172,8 +172,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     """Run fixed-λ training; writes ``out/checkpoint.pt`` and ``out/report.json`` and returns the report.
 
     Raises:
-        ConfigError: a bad option, an ``out`` folder that cannot be written or already holds a run (without
-            ``resume``), or a loss or weight that became NaN or infinite (a ``BlowUpError`` naming the step).
+        ConfigError: a bad option, or an ``out`` folder that cannot be written or already holds a run (without
+            ``resume``).
+        BlowUpError: a loss or weight that became NaN or infinite (naming the step).
         CheckpointError: ``resume`` with a missing, corrupt or mismatching checkpoint.
     """
     tasks = cfg.validate()
@@ -323,15 +324,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         report = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     except UserError as e:
         fail(parser.prog, str(e))
-    # an undefined metric (AUROC without positives) is null, as in report.json
-    summary = {
-        t: {k: round(v, 4) if math.isfinite(v) else None for k, v in m.items()} for t, m in report["metrics"].items()
-    }
+    summary = {t: {k: round(v, 4) for k, v in m.items()} for t, m in report["metrics"].items()}
     print(
         f"group sparsity {report['sparsity']['group']:.3f}, params {report['params']['dense']} -> "
         f"{report['params']['compact']}, MACs {report['macs']['dense']} -> {report['macs']['compact']}"
     )
-    print(json.dumps(summary, allow_nan=False))
+    print(json.dumps(strict_json(summary), allow_nan=False))  # an undefined metric is null, as in report.json
     print(f"report: {Path(args.out) / 'report.json'}")
     return report
 
