@@ -9,7 +9,7 @@ from torch import nn
 from l2sparse.errors import ConfigError
 from l2sparse.models import MODELS, create_model
 from l2sparse.models.backbones import tiny_backbone
-from l2sparse.models.registry import Backbone, register_model
+from l2sparse.models.registry import Backbone, missing_members, register_model
 from l2sparse.sparsity import count_params
 
 
@@ -60,6 +60,12 @@ def test_heads_can_attach_at_an_intermediate_layer(tasks):
         create_model("tiny", tasks, attach={"depth": "conv5"})
     with pytest.raises(ValueError, match="unknown task"):
         model(torch.randn(1, 3, 32, 32), ["normals"])
+
+
+def test_the_built_in_backbones_meet_the_protocol():
+    for name in ("tiny", "small", "resnet50"):
+        built = MODELS[name].backbone()
+        assert isinstance(built, Backbone) and isinstance(built, nn.Module) and missing_members(built) == [], name
 
 
 def test_register_model_checks_the_backbone_protocol():
