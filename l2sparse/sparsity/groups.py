@@ -121,10 +121,12 @@ def declared_batchnorms(model: nn.Module) -> dict[int, nn.BatchNorm2d | None]:
     """``{id(conv): its BatchNorm or None}`` for every conv that a ``channel_spaces()`` of ``model`` or of one of its
     submodules names as a producer; empty when nothing describes its wiring."""
     pairs: dict[int, nn.BatchNorm2d | None] = {}
-    for m in model.modules():
+    described: list[str] = []  # a module's description covers its submodules (a model's, its backbone's)
+    for name, m in model.named_modules():
         describe = getattr(m, "channel_spaces", None)
-        if not callable(describe):
+        if not callable(describe) or any(p == "" or name.startswith(p + ".") for p in described):
             continue
+        described.append(name)
         spaces = describe()
         for space in spaces[0] if isinstance(spaces, tuple) else spaces:
             pairs.update((id(conv), bn) for conv, bn in space.producers)
