@@ -151,9 +151,7 @@ def _backbone_state(model: nn.Module) -> dict[str, Tensor]:
 INIT_BASELINES: dict[str, InitBaseline] = {}
 
 
-def register_init(
-    name: str, build: Callable[[AdaptConfig, Sequence[Task], bool, int], InitState], cached: bool = False
-) -> None:
+def register_init(name: str, build: InitBuilder, cached: bool = False) -> None:
     """Add an init under ``name`` (see [`InitBaseline`][l2sparse.adapt.inits.InitBaseline])."""
     INIT_BASELINES[name] = InitBaseline(build, cached)
 
