@@ -83,8 +83,7 @@ def trained(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Tensor]]:
         group_mode=args.group_mode,
     )
     with tempfile.TemporaryDirectory() as out:
-        train(cfg, out, progress=True)
-        return cfg, load_checkpoint(f"{out}/checkpoint.pt")["model"]
+        return cfg, train(cfg, out, progress=True).model.state_dict()
 
 
 def main() -> None:

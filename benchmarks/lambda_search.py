@@ -43,7 +43,7 @@ def fixed(args: argparse.Namespace, lam: float, seed: int, out: Path) -> dict:
         seed=seed,
         device="cpu",
     )
-    rep = train(cfg, out, progress=False)
+    rep = train(cfg, out, progress=False).report
     return {
         "val_loss": statistics.fmean(m["loss"] for m in rep["metrics"].values()),
         "sparsity": rep["sparsity"]["group"],

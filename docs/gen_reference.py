@@ -38,7 +38,8 @@ def cli_page() -> str:
         "# Command-line reference",
         "",
         "Each command's section is its own `--help`, generated from its argument parser when this site is built.",
-        "Bad options are one-line errors (`prog: error: ...`) with exit code 2.",
+        "Bad options are one-line errors (`prog: error: ...`) with exit code 2. Every option can also be given in",
+        "a YAML file, `--config FILE` (`option: value` pairs); the command line overrides it.",
         "",
     ]
     for name in modules():

@@ -17,14 +17,13 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from l2sparse import distributed
+from l2sparse import distributed, options
 from l2sparse.checkpoint import save_figure, save_json
 from l2sparse.cli import ArgumentParser, fail
 from l2sparse.data import get_dataset
 from l2sparse.errors import UserError
-from l2sparse.meta.backends import BACKENDS
-from l2sparse.meta.inner import ORDERS
-from l2sparse.meta.metasparsity import MetaConfig, MetaSparsity
+from l2sparse.meta.config import MetaConfig
+from l2sparse.meta.metasparsity import MetaSparsity
 from l2sparse.train import compaction_summary
 
 
@@ -103,60 +102,13 @@ def report(trainer: MetaSparsity) -> dict:
 
 
 def build_parser() -> ArgumentParser:
-    d = MetaConfig()
-    p = ArgumentParser(prog="python -m l2sparse.meta_train", description=__doc__.split("\n\n")[0])
-    add = p.add_argument
-    add("--dataset", default=d.dataset, help="dataset name (default: %(default)s)")
-    add("--split", default=d.split, help="split whose seen tasks are meta-trained (default: %(default)s)")
-    add("--data-root", default=None, help="dataset folder (real datasets only)")
-    add("--tasks-dir", action="append", default=None, help="extra folder of task files (repeatable)")
-    add("--model", default=d.model, help="registered model (default: %(default)s)")
-    add("--backend", default=d.backend, help=f"inner loop: {', '.join(BACKENDS)} (default: %(default)s)")
-    add("--order", default=d.order, help=f"{', '.join(ORDERS)} (default: %(default)s)")
-    add("--inner-steps", type=int, default=d.inner_steps, help="K inner steps (default: %(default)s)")
-    add("--inner-lr", type=float, default=d.inner_lr, help="inner step size α (default: %(default)s)")
-    add("--truncate", type=int, default=d.truncate, help="exact last steps in truncated mode (default: %(default)s)")
-    add("--outer-lr", type=float, default=d.outer_lr, help="Adam lr of the meta-init (default: %(default)s)")
-    add("--lam-lr", type=float, default=d.lam_lr, help="Adam lr of ρ = log λ (default: %(default)s)")
-    add("--lam-init", type=float, default=d.lam_init, help="initial λ (default: %(default)s)")
-    add("--fixed-lambda", dest="learn_lambda", action="store_false", help="keep λ at --lam-init (0 allowed)")
-    add("--per-layer", action="store_true", help="one λ per backbone layer")
-    add("--budget", type=float, default=None, help="target group sparsity in [0, 1] of the meta-init (optional)")
-    add("--budget-macs", type=float, default=None, help="target fraction in [0, 1] of the backbone's dense MACs")
-    add(
-        "--budget-ramp",
-        type=float,
-        default=d.budget_ramp,
-        help="fraction of meta-iters over which the budget's target is approached (default: %(default)s)",
-    )
-    add("--meta-iters", type=int, default=d.meta_iters, help="meta-iterations (default: %(default)s)")
-    add("--meta-batch", type=int, default=d.meta_batch, help="episodes per meta-iteration (default: %(default)s)")
-    add("--support", type=int, default=d.support, help="support images per episode (default: %(default)s)")
-    add("--query", type=int, default=d.query, help="query images per episode (default: %(default)s)")
-    add("--subset", default=d.subset, help="'all' (any non-empty task subset) or a task count (default: all)")
-    add("--group-mode", default=d.group_mode, help="'in' or 'out' channel groups (default: %(default)s)")
-    add("--image-size", type=int, default=d.image_size, help="square image side (default: %(default)s)")
-    add("--train-size", type=int, default=d.train_size, help="meta-train images (default: %(default)s)")
-    add("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
-    add("--device", default=d.device, help="auto, cpu or cuda (default: %(default)s)")
-    add("--ckpt-every", type=int, default=d.ckpt_every, help="checkpoint interval (default: %(default)s)")
-    add("--out", required=True, help="output folder")
-    add("--resume", action="store_true", help="continue the run saved in --out")
-    add("--quiet", action="store_true", help="no progress bar")
-    add(
-        "--dist-timeout",
-        type=float,
-        default=distributed.DEFAULT_TIMEOUT_S,
-        help="under torchrun: seconds a collective waits for the other ranks (default: %(default)s)",
-    )
-    return p
+    description = __doc__.split("\n\n")[0]
+    return options.parser_for(MetaConfig, "python -m l2sparse.meta_train", description, resume=True, launched=True)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    own = ("out", "resume", "quiet", "dist_timeout")
-    cfg = MetaConfig(**{k: v for k, v in vars(args).items() if k not in own})
+    cfg, args = options.parse(parser, MetaConfig, argv)
     try:
         cfg.validate()  # before joining the process group: a bad option stops every rank alike, at once
         distributed.setup(cfg.device, args.dist_timeout)

@@ -20,10 +20,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from l2sparse import options
 from l2sparse.checkpoint import (
-    check_resumable,
     load_checkpoint,
-    locked,
     save_checkpoint,
     save_json,
     strict_json,
@@ -33,8 +32,10 @@ from l2sparse.data import get_dataset, make_dataset, require_root
 from l2sparse.device import DEVICES, resolve_device
 from l2sparse.engine import Loop, fit
 from l2sparse.errors import CheckpointError, ConfigError, UserError
-from l2sparse.guards import check_finite_model, check_numbers, require_writable
+from l2sparse.guards import check_finite_model, check_numbers
 from l2sparse.models import MultiTaskModel, check_model, create_model
+from l2sparse.options import DataOptions, option
+from l2sparse.runs import RunFolder
 from l2sparse.sparsity import ProxAdam, ProxSGD, channel_groups, compact, max_output_difference, sparsity_report
 from l2sparse.sparsity.report import count_macs, count_params
 from l2sparse.tasks import Task, load_registry
@@ -46,30 +47,25 @@ BLOW_UP_FIX = "lower the learning rate (train's --lr) or check the data and the 
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DataOptions):
     """Everything that defines a fixed-λ run (saved in the checkpoint and the report)."""
 
-    dataset: str = "synthetic"
-    tasks: list[str] | None = None
-    split: str | None = None
-    data_root: str | None = None
-    tasks_dir: list[str] | None = None
-    model: str = "tiny"
-    attach: dict[str, str] | None = None
-    lam: float = 1e-3
-    steps: int = 300
-    lr: float = 0.05
-    optimizer: str = "sgd"
-    weighting: str = "equal"
-    batch_size: int = 16
-    image_size: int = 64
-    train_size: int = 1000
-    test_size: int = 200
-    eval_split: str = "test"
-    group_mode: str = "in"
-    seed: int = 0
-    device: str = "auto"
-    ckpt_every: int = 100
+    tasks: list[str] | None = option(None, "comma-separated task names (default: all of <dataset>-default)")
+    split: str | None = option(None, "train on this split's seen tasks (when --tasks is not given)")
+    attach: dict[str, str] | None = option(None, cli=False)
+    lam: float = option(1e-3, "group-sparsity strength λ ≥ 0")
+    steps: int = option(300, "optimiser steps")
+    lr: float = option(0.05, "learning rate, also the prox step α")
+    optimizer: str = option("sgd", f"{' or '.join(OPTIMIZERS)}")
+    weighting: str = option("equal", f"{' or '.join(WEIGHTINGS)}")
+    batch_size: int = option(16, "images per step")
+    image_size: int = option(64)
+    train_size: int = option(1000)
+    test_size: int = option(200, "held-out images")
+    eval_split: str = option("test", "val or test: where metrics are taken")
+    group_mode: str = option("in", "'in' or 'out' channel groups")
+    seed: int = option(0, "random seed")
+    ckpt_every: int = option(100, "checkpoint interval")
 
     def validate(self) -> list[Task]:
         """Check every option; returns the resolved tasks. Raises ``ConfigError`` naming the option.
@@ -168,8 +164,17 @@ def compaction_summary(model: MultiTaskModel, groups, probe: Tensor, image_size:
     }
 
 
-def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Run fixed-λ training; writes ``out/checkpoint.pt`` and ``out/report.json`` and returns the report.
+@dataclass
+class Trained:
+    """A finished fixed-λ run: its model (in eval mode, on the run's device) and its report (``report.json``)."""
+
+    model: MultiTaskModel
+    report: dict
+
+
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Trained:
+    """Run fixed-λ training; writes ``out/checkpoint.pt`` and ``out/report.json`` and returns the trained model
+    with its report.
 
     Raises:
         ConfigError: a bad option, or an ``out`` folder that cannot be written or already holds a run (without
@@ -178,15 +183,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         CheckpointError: ``resume`` with a missing, corrupt or mismatching checkpoint.
     """
     tasks = cfg.validate()
-    out = Path(out)
-    ckpt_path = out / "checkpoint.pt"
-    require_writable(out)
-    state = None
-    if resume:
-        state = load_checkpoint(ckpt_path, ("config", "model", "optimizer", "weighting", "step", "rng"))
-        check_resumable(state["config"], asdict(cfg), RESUMABLE_CHANGES, ckpt_path)
-    elif ckpt_path.exists():
-        raise ConfigError(f"out: {out} already holds a run; pass --resume to continue it or choose another --out")
+    folder = RunFolder(Path(out))
+    out, ckpt_path = folder.path, folder.checkpoint
+    state = folder.start(resume, asdict(cfg), ("model", "optimizer", "weighting", "step", "rng"), RESUMABLE_CHANGES)
     device = resolve_device(cfg.device)
 
     torch.manual_seed(cfg.seed)
@@ -263,65 +262,32 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         **compaction_summary(model, groups, test_data["image"][:8], cfg.image_size),
         "metrics": evaluate(model, tasks, test_data),
     }
-    save_json(report, out / "report.json")
-    return report
+    save_json(report, folder.report)
+    return Trained(model.eval(), report)
 
 
-def train_or_reuse(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
-    """The report of the run in ``out``: read when that run finished with exactly ``cfg``, else trained (resumed
-    from its checkpoint, which refuses a checkpoint saved with other options). The folder is locked meanwhile
+def train_or_reuse(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Trained:
+    """The run in ``out``: read when that run finished with exactly ``cfg``, else trained (resumed from its
+    checkpoint, which refuses a checkpoint saved with other options). The folder is locked meanwhile
     ([`locked`][l2sparse.checkpoint.locked]): a second process asking for the same run waits and reuses it."""
-    out = Path(out)
-    with locked(out):
-        if (out / "report.json").exists():
-            try:
-                report = json.loads((out / "report.json").read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                path = out / "report.json"
-                raise CheckpointError(f"{path}: not a readable report ({e}); delete it to retrain") from e
-            if isinstance(report, dict) and report.get("config") == asdict(cfg):
-                return report
-        return train(cfg, out, resume=(out / "checkpoint.pt").exists(), progress=progress)
+    with RunFolder(Path(out)).locked() as folder:
+        report = folder.finished(asdict(cfg))
+        if report is None:
+            return train(cfg, folder.path, resume=folder.checkpoint.exists(), progress=progress)
+        model = create_model(cfg.model, cfg.validate(), attach=cfg.attach)
+        model.load_state_dict(load_checkpoint(folder.checkpoint, ("model",))["model"])
+        return Trained(model.to(resolve_device(cfg.device)).eval(), report)
 
 
 def build_parser() -> ArgumentParser:
-    d = TrainConfig()
-    p = ArgumentParser(prog="python -m l2sparse.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default=d.dataset, help="dataset name (default: %(default)s)")
-    p.add_argument("--tasks", default=None, help="comma-separated task names (default: all of <dataset>-default)")
-    p.add_argument("--split", default=None, help="train on this split's seen tasks (when --tasks is not given)")
-    p.add_argument("--data-root", default=None, help="dataset folder (real datasets only)")
-    p.add_argument("--tasks-dir", action="append", default=None, help="extra folder of task files (repeatable)")
-    p.add_argument("--model", default=d.model, help="registered model name (default: %(default)s)")
-    p.add_argument("--lam", type=float, default=d.lam, help="group-sparsity strength λ ≥ 0 (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate, also the prox step α (default: %(default)s)")
-    p.add_argument("--optimizer", default=d.optimizer, help=f"{' or '.join(OPTIMIZERS)} (default: %(default)s)")
-    p.add_argument("--weighting", default=d.weighting, help=f"{' or '.join(WEIGHTINGS)} (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step (default: %(default)s)")
-    p.add_argument("--image-size", type=int, default=d.image_size, help="square image side (default: %(default)s)")
-    p.add_argument("--train-size", type=int, default=d.train_size, help="training images (default: %(default)s)")
-    p.add_argument("--test-size", type=int, default=d.test_size, help="held-out images (default: %(default)s)")
-    p.add_argument("--eval-split", default=d.eval_split, help="val or test: where metrics are taken (default: test)")
-    p.add_argument("--group-mode", default=d.group_mode, help="'in' or 'out' channel groups (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
-    p.add_argument("--device", default=d.device, help="auto, cpu or cuda (default: %(default)s)")
-    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="checkpoint interval (default: %(default)s)")
-    p.add_argument("--out", required=True, help="output folder for checkpoint.pt and report.json")
-    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
+    return options.parser_for(TrainConfig, "python -m l2sparse.train", __doc__.split("\n\n")[0], resume=True)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    cfg = TrainConfig(
-        **{k: v for k, v in vars(args).items() if k not in ("out", "resume", "quiet", "tasks")},
-        tasks=None if args.tasks is None else args.tasks.split(","),
-    )
+    cfg, args = options.parse(parser, TrainConfig, argv)
     try:
-        report = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+        report = train(cfg, args.out, resume=args.resume, progress=not args.quiet).report
     except UserError as e:
         fail(parser.prog, str(e))
     summary = {t: {k: round(v, 4) for k, v in m.items()} for t, m in report["metrics"].items()}

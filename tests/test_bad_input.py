@@ -303,7 +303,7 @@ def test_two_processes_filling_one_cache_entry_take_turns(tmp_path):
         "import sys\n"
         "from l2sparse.train import TrainConfig, train_or_reuse\n"
         "cfg = TrainConfig(steps=40, image_size=16, train_size=16, test_size=8)\n"
-        "print(train_or_reuse(cfg, sys.argv[1], progress=False)['train_time_s'])\n"
+        "print(train_or_reuse(cfg, sys.argv[1], progress=False).report['train_time_s'])\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [

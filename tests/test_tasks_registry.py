@@ -44,7 +44,7 @@ def train_tiny(tmp_path, tasks: list[str]) -> dict:
         test_size=4,
         batch_size=4,
     )
-    return train(cfg, tmp_path / "run", progress=False)
+    return train(cfg, tmp_path / "run", progress=False).report
 
 
 def test_builtin_tasks_and_splits():

@@ -22,13 +22,14 @@ SMALL = {
 
 
 def test_lambda_zero_gives_no_sparsity(tmp_path):
-    report = train(TrainConfig(lam=0.0, steps=30, **SMALL), tmp_path / "dense", progress=False)
+    report = train(TrainConfig(lam=0.0, steps=30, **SMALL), tmp_path / "dense", progress=False).report
     assert report["sparsity"]["group"] == 0.0
     assert report["params"]["compact"] == report["params"]["dense"]
 
 
 def test_large_lambda_gives_over_half_group_sparsity_and_a_smaller_exact_model(tmp_path):
-    report = train(TrainConfig(lam=2.0, steps=150, **SMALL), tmp_path / "sparse", progress=False)
+    trained = train(TrainConfig(lam=2.0, steps=150, **SMALL), tmp_path / "sparse", progress=False)
+    report = trained.report
     assert report["sparsity"]["group"] > 0.5
     assert report["params"]["compact"] < report["params"]["dense"]
     assert report["macs"]["compact"] < report["macs"]["dense"]
@@ -40,11 +41,17 @@ def test_large_lambda_gives_over_half_group_sparsity_and_a_smaller_exact_model(t
     assert set(on_disk["metrics"]) == {"semseg", "depth", "attributes"}
     assert {"miou", "pixel_acc"} <= set(on_disk["metrics"]["semseg"])
     assert on_disk["synthetic_data"] is True
+    assert on_disk == json.loads(json.dumps(report))
+    # the returned model is the trained one: the checkpoint's weights, in eval mode
+    saved = load_checkpoint(tmp_path / "sparse" / "checkpoint.pt")["model"]
+    assert not trained.model.training
+    for k, v in trained.model.state_dict().items():
+        torch.testing.assert_close(v, saved[k], rtol=0, atol=0)
 
 
 def test_uncertainty_weighting_and_adam_run(tmp_path):
     cfg = TrainConfig(lam=0.01, steps=5, weighting="uncertainty", optimizer="adam", lr=1e-3, **SMALL)
-    report = train(cfg, tmp_path / "uw", progress=False)
+    report = train(cfg, tmp_path / "uw", progress=False).report
     log_vars = load_checkpoint(tmp_path / "uw" / "checkpoint.pt")["weighting"]["log_vars"]
     assert log_vars.shape == (3,) and log_vars.abs().sum() > 0  # the task weights were learned
     assert report["metrics"]["depth"]["abs_err"] > 0
@@ -76,10 +83,10 @@ def test_an_interrupted_run_resumes_to_the_same_parameters(tmp_path, monkeypatch
 
 
 def test_resume_may_extend_steps_but_not_change_the_run(tmp_path):
-    first = train(TrainConfig(lam=0.1, steps=4, **SMALL), tmp_path / "x", progress=False)
-    again = train(TrainConfig(lam=0.1, steps=4, **SMALL), tmp_path / "x", resume=True, progress=False)
+    first = train(TrainConfig(lam=0.1, steps=4, **SMALL), tmp_path / "x", progress=False).report
+    again = train(TrainConfig(lam=0.1, steps=4, **SMALL), tmp_path / "x", resume=True, progress=False).report
     assert again["train_loss_final"] == first["train_loss_final"]  # a finished run resumes to the same report
-    longer = train(TrainConfig(lam=0.1, steps=6, **SMALL), tmp_path / "x", resume=True, progress=False)
+    longer = train(TrainConfig(lam=0.1, steps=6, **SMALL), tmp_path / "x", resume=True, progress=False).report
     assert load_checkpoint(tmp_path / "x" / "checkpoint.pt")["step"] == 6 and longer["train_time_s"] > 0
     with pytest.raises(CheckpointError, match="saved with different lam, lr"):
         train(TrainConfig(lam=0.2, lr=0.1, steps=6, **SMALL), tmp_path / "x", resume=True, progress=False)

@@ -30,7 +30,6 @@ from l2sparse.adapt.finetune import adapt_job, adapt_task, meta_test_sampler, ze
 from l2sparse.adapt.inits import (
     INIT_BASELINES,
     InitBaseline,
-    cache_key,
     checkpoint_init,
     fixed_lambda_init,
     meta_config,
@@ -39,6 +38,7 @@ from l2sparse.adapt.inits import (
     register_init,
 )
 from l2sparse.adapt.report import headline, markdown_table, summarize_inits
+from l2sparse.runs import cache_key
 
 INITS = tuple(INIT_BASELINES)
 

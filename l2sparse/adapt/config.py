@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from l2sparse import distributed
@@ -14,44 +14,39 @@ from l2sparse.data import require_root
 from l2sparse.device import DEVICES
 from l2sparse.errors import ConfigError
 from l2sparse.guards import check_numbers
+from l2sparse.meta.config import MetaOptions
 from l2sparse.models import check_model
+from l2sparse.options import DataOptions, option
 from l2sparse.tasks import Task, load_registry
 
 
 @dataclass
-class AdaptConfig:
+class AdaptConfig(MetaOptions, DataOptions):
     """Everything that defines an adaptation experiment."""
 
-    task: str = "unseen"
-    dataset: str = "synthetic"
-    split: str = "synthetic-default"
-    data_root: str | None = None
-    tasks_dir: list[str] | None = None
-    checkpoint: str | None = None
-    model: str = "tiny"
-    steps: int = 150
-    shots: int = 64
-    seeds: int = 3
-    meta_seeds: int = 1
-    lr: float = 1e-3
-    batch_size: int = 16
-    image_size: int = 32
-    train_size: int = 500
-    adapt_size: int = 200
-    test_size: int = 200
-    meta_iters: int = 200
-    meta_batch: int = 2
-    lam_init: float = 0.1
-    budget: float | None = None
-    budget_macs: float | None = None
-    budget_ramp: float = 0.5
-    lam_grid: list[float] = field(default_factory=lambda: [0.03, 0.1, 0.3])
-    fixed_steps: int = 300
-    eval_every: int = 25
-    inits: list[str] = field(default_factory=lambda: list(INIT_BASELINES))
-    device: str = "auto"
-    amp: bool = False
-    cache_dir: str | None = None
+    task: str = option("unseen", "'unseen' (every unseen task of the split) or one task name")
+    split: str = option("synthetic-default")
+    checkpoint: str | None = option(None, "meta_train checkpoint for the meta-sparse init (else trained, cached)")
+    steps: int = option(150, "adaptation steps")
+    shots: int = option(64, "training images of the new task")
+    seeds: int = option(3, "seeds per task and init")
+    meta_seeds: int = option(
+        1,
+        "trained inits per init, each with its own seed; adaptation seed s starts from init s mod this, so the"
+        " spread over seeds includes the spread of training",
+    )
+    lr: float = option(1e-3, "adaptation Adam lr")
+    batch_size: int = option(16, "adaptation batch")
+    adapt_size: int = option(200, "images the shots are drawn from")
+    test_size: int = option(200, "test images per task")
+    lam_grid: list[float] = option(factory=lambda: [0.03, 0.1, 0.3], help="fixed-λ grid", metavar="λ,...")
+    fixed_steps: int = option(300, "fixed-λ training steps")
+    eval_every: int = option(25, "steps between curve points")
+    inits: list[str] = option(factory=lambda: list(INIT_BASELINES), help="inits to compare", metavar="INIT,...")
+    amp: bool = option(False, "bf16 autocast for adaptation (for CUDA)")
+    cache_dir: str | None = option(
+        None, "where trained inits are cached (default: $L2SPARSE_CACHE or ~/.cache/l2sparse)"
+    )
 
     def validate(self) -> tuple[list[Task], list[Task]]:
         """Check the options; returns (seen tasks, tasks to adapt to). Raises ``ConfigError`` naming the option."""

@@ -3,27 +3,27 @@
 Built in: ``meta_sparse`` (meta-sparsity, λ learned), ``meta_dense`` (the same with λ = 0), ``fixed_lambda`` (the
 fixed-λ trainer, λ from a grid) and ``random``. [`register_init`][l2sparse.adapt.inits.register_init] adds one;
 ``--inits`` then accepts its name. Trained inits are cached under the config's cache folder, keyed by
-[`cache_key`][l2sparse.adapt.inits.cache_key].
+[`RunFolder.cached`][l2sparse.runs.RunFolder.cached]: the config and the task files' contents.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from l2sparse import __version__, distributed
+from l2sparse import distributed
 from l2sparse.checkpoint import load_checkpoint, locked
 from l2sparse.errors import CheckpointError
-from l2sparse.meta.metasparsity import MetaConfig, MetaSparsity
+from l2sparse.meta.config import MetaConfig, MetaOptions
+from l2sparse.meta.metasparsity import MetaSparsity
 from l2sparse.models import backbone_state, check_model, create_model
-from l2sparse.tasks import Task, task_files_digest
+from l2sparse.runs import RunFolder
+from l2sparse.tasks import Task
 from l2sparse.train import TrainConfig, train_or_reuse
 
 if TYPE_CHECKING:
@@ -47,38 +47,19 @@ class InitBaseline:
     cached: bool = False
 
 
-def cache_key(obj: Mapping) -> str:
-    """Cache key of a configuration (with its ``tasks_dir``): the library version and the task files' contents
-    are part of it, so an upgrade or an edited task file retrains."""
-    stamp = {"l2sparse": __version__, "task_files": task_files_digest(obj["tasks_dir"])}
-    return hashlib.sha256(json.dumps({**obj, **stamp}, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def meta_config(cfg: AdaptConfig, learn: bool, seed: int = 0) -> MetaConfig:
-    return MetaConfig(
-        dataset=cfg.dataset,
-        split=cfg.split,
-        data_root=cfg.data_root,
-        tasks_dir=cfg.tasks_dir,
-        model=cfg.model,
-        lam_init=cfg.lam_init if learn else 0.0,
-        learn_lambda=learn,
-        budget=cfg.budget if learn else None,
-        budget_macs=cfg.budget_macs if learn else None,
-        budget_ramp=cfg.budget_ramp,
-        meta_iters=cfg.meta_iters,
-        meta_batch=cfg.meta_batch,
-        image_size=cfg.image_size,
-        train_size=cfg.train_size,
-        seed=seed,
-        device=cfg.device,
-    )
+    """The config of one meta init: ``cfg``'s data and meta options; λ learned from λ₀ with the budget, or fixed
+    at 0 without it (the meta-dense init)."""
+    meta = {f.name: getattr(cfg, f.name) for f in fields(MetaOptions)}
+    if not learn:
+        meta.update(lam_init=0.0, budget=None, budget_macs=None)
+    return MetaConfig(**cfg.shared(), **meta, learn_lambda=learn, seed=seed)
 
 
 def meta_init(cfg: AdaptConfig, learn: bool, progress: bool, seed: int = 0) -> tuple[dict[str, Tensor], dict]:
     """Backbone state of a meta-trained init (cached), trained with ``seed``, and its λ."""
     mcfg = meta_config(cfg, learn, seed)
-    out = cfg.cache_root() / f"meta-{cache_key(asdict(mcfg))}"
+    out = RunFolder.cached(cfg.cache_root(), "meta", asdict(mcfg)).path
     with locked(out) if distributed.current().main else contextlib.nullcontext():  # rank 0 speaks for a launch
         trainer = MetaSparsity(mcfg, out, resume=distributed.on_main((out / "checkpoint.pt").exists))
         trainer.train(progress=progress)
@@ -112,31 +93,27 @@ def fixed_lambda_init(
 
     It trains with ``ProxAdam`` at the meta-init's outer learning rate, whose λ is the meta-sparse init's λ (both
     relative to the layer's gradient scale, both on the mean task loss), so the λ columns compare."""
-    runs = {}
+    losses: dict[float, float] = {}
+    best = None
     for lam in cfg.lam_grid:
         tcfg = TrainConfig(
-            dataset=cfg.dataset,
+            **{**cfg.shared(), "split": None},
             tasks=[t.name for t in seen],
-            data_root=cfg.data_root,
-            tasks_dir=cfg.tasks_dir,
-            model=cfg.model,
             lam=lam,
             optimizer="adam",
             lr=MetaConfig.outer_lr,
             steps=cfg.fixed_steps,
-            image_size=cfg.image_size,
-            train_size=cfg.train_size,
             test_size=min(cfg.test_size, 200),
             eval_split="val",
             seed=seed,
-            device=cfg.device,
         )
-        out = cfg.cache_root() / f"fixed-{cache_key(asdict(tcfg))}"
-        report = train_or_reuse(tcfg, out, progress)
-        runs[lam] = (sum(m["loss"] for m in report["metrics"].values()) / len(report["metrics"]), out)
-    best = min(runs, key=lambda lam: runs[lam][0])
-    state = load_checkpoint(runs[best][1] / "checkpoint.pt", ("model",))["model"]
-    return backbone_state(state), {"lambda": best, "grid_val_loss": {str(k): v[0] for k, v in runs.items()}}
+        trained = train_or_reuse(tcfg, RunFolder.cached(cfg.cache_root(), "fixed", asdict(tcfg)).path, progress)
+        metrics = trained.report["metrics"]
+        losses[lam] = sum(m["loss"] for m in metrics.values()) / len(metrics)
+        if best is None or losses[lam] < losses[best[0]]:
+            best = (lam, trained.model)
+    state = _backbone_state(best[1])
+    return state, {"lambda": best[0], "grid_val_loss": {str(k): v for k, v in losses.items()}}
 
 
 def random_init(cfg: AdaptConfig, seen: Sequence[Task], seed: int = 0) -> tuple[dict[str, Tensor], dict]:

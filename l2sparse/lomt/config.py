@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 from l2sparse.cli import require_positive
 from l2sparse.data import require_root
@@ -12,33 +12,29 @@ from l2sparse.errors import ConfigError
 from l2sparse.guards import check_numbers
 from l2sparse.lomt.rules import RULES
 from l2sparse.models import MODELS, check_model
+from l2sparse.options import DataOptions, option
 from l2sparse.tasks import Task, load_registry
 from l2sparse.train import TrainConfig
 
 
 @dataclass
-class LomtConfig:
-    dataset: str = "synthetic"
-    split: str = "synthetic-default"
-    tasks: list[str] | None = None
-    data_root: str | None = None
-    tasks_dir: list[str] | None = None
-    model: str = "tiny"
-    lam: float = 0.02
-    group_mode: str = "out"
-    sparse_steps: int = 300
-    trials: int = 2
-    threshold: float = 0.01
-    rule: str = "deepest-active"
-    epsilon: float = 0.05
-    probe_steps: int = 100
-    steps: int = 300
-    image_size: int = 32
-    train_size: int = 500
-    test_size: int = 200
-    seed: int = 0
-    device: str = "auto"
-    attach: dict[str, str] = field(default_factory=dict)
+class LomtConfig(DataOptions):
+    """Everything that defines a LOMT run: the sparse single-task runs, the rule, the final models."""
+
+    split: str = option("synthetic-default", "split whose seen tasks are used")
+    tasks: list[str] | None = option(None, "tasks instead of the split's seen tasks", metavar="TASK,...")
+    lam: float = option(0.02, "λ of the sparse single-task runs")
+    group_mode: str = option("out", "groups of the sparse runs")
+    sparse_steps: int = option(300, "steps of each sparse run")
+    trials: int = option(2, "sparse runs per task")
+    threshold: float = option(0.01, "a layer is active if more than this fraction of its groups is non-zero")
+    rule: str = option("deepest-active", f"attachment rule: {', '.join(RULES)}")
+    epsilon: float = option(0.05, "probe rule tolerance")
+    probe_steps: int = option(100, "probe head steps")
+    attach: dict[str, str] = option(factory=dict, help="fix a task's layer (repeatable)", metavar="TASK=LAYER")
+    steps: int = option(300, "steps of the LOMT and plain models")
+    test_size: int = option(200, "test images")
+    seed: int = option(0, "seed")
 
     def validate(self) -> list[Task]:
         reg = load_registry(self.tasks_dir)
@@ -66,16 +62,6 @@ class LomtConfig:
         return tasks
 
     def train_config(self, tasks: Sequence[Task], **changes) -> TrainConfig:
-        base = TrainConfig(
-            dataset=self.dataset,
-            tasks=[t.name for t in tasks],
-            data_root=self.data_root,
-            tasks_dir=self.tasks_dir,
-            model=self.model,
-            image_size=self.image_size,
-            train_size=self.train_size,
-            test_size=self.test_size,
-            seed=self.seed,
-            device=self.device,
-        )
-        return TrainConfig(**{**asdict(base), **changes})
+        """The fixed-λ trainer's config of one of LOMT's runs on ``tasks``: this run's data options, ``changes``."""
+        shared = {**self.shared(), "split": None, "test_size": self.test_size, "seed": self.seed}
+        return TrainConfig(**{**shared, "tasks": [t.name for t in tasks], **changes})

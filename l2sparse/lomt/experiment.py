@@ -11,14 +11,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from l2sparse.checkpoint import load_checkpoint, save_figure, save_json, save_text
+from l2sparse.checkpoint import save_figure, save_json, save_text
 from l2sparse.data import get_dataset
 from l2sparse.guards import require_writable
 from l2sparse.latency import latency_ms
 from l2sparse.lomt.activity import active_layers, activity_from_states
 from l2sparse.lomt.config import LomtConfig
 from l2sparse.lomt.rules import RULES, RuleInput
-from l2sparse.models import MODELS, MultiTaskModel, create_model
+from l2sparse.models import MODELS, MultiTaskModel
 from l2sparse.sparsity import count_macs, count_params
 from l2sparse.train import train_or_reuse
 
@@ -40,9 +40,8 @@ def run(cfg: LomtConfig, out: str | Path, progress: bool = True) -> dict:
             tcfg = cfg.train_config(
                 [task], lam=cfg.lam, steps=cfg.sparse_steps, group_mode=cfg.group_mode, seed=cfg.seed + trial
             )
-            run_dir = out / "sparse" / task.name / f"trial{trial}"
-            train_or_reuse(tcfg, run_dir, progress)
-            states.setdefault(task.name, []).append(load_checkpoint(run_dir / "checkpoint.pt", ("model",))["model"])
+            trained = train_or_reuse(tcfg, out / "sparse" / task.name / f"trial{trial}", progress)
+            states.setdefault(task.name, []).append(trained.model.cpu().state_dict())
     activity = activity_from_states(cfg.model, tasks, states)
     active = {t: active_layers(trials, cfg.threshold) for t, trials in activity.items()}
     attach, probes = {}, {}
@@ -58,11 +57,8 @@ def run(cfg: LomtConfig, out: str | Path, progress: bool = True) -> dict:
     reports = {}
     for name, where in (("lomt", attach), ("plain", {})):
         tcfg = cfg.train_config(tasks, lam=0.0, steps=cfg.steps, attach=where or None)
-        run_dir = out / name
-        reports[name] = train_or_reuse(tcfg, run_dir, progress)
-        model = create_model(cfg.model, tasks, attach=where or None)
-        model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt", ("model",))["model"])
-        models[name] = model.eval()
+        trained = train_or_reuse(tcfg, out / name, progress)
+        reports[name], models[name] = trained.report, trained.model.cpu()
 
     size = (3, cfg.image_size, cfg.image_size)
     task_sets = [[t.name] for t in tasks] + [[t.name for t in tasks]]

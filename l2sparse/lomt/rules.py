@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from l2sparse.checkpoint import load_checkpoint
 from l2sparse.device import resolve_device
 from l2sparse.engine import Loop, fit
 from l2sparse.lomt.activity import deepest_active, earliest_within
@@ -64,9 +63,7 @@ def head_loss(model: MultiTaskModel, task: Task, data: Mapping[str, Tensor], idx
 def probe_losses(cfg: LomtConfig, task: Task, out: Path, progress: bool) -> dict[str, float]:
     """Validation loss of a head trained at each layer on the frozen backbone of a dense single-task run."""
     dense = cfg.train_config([task], lam=0.0, steps=cfg.sparse_steps, eval_split="val")
-    dense_dir = out / "probe" / task.name / "dense"
-    train_or_reuse(dense, dense_dir, progress)
-    state = load_checkpoint(dense_dir / "checkpoint.pt", ("model",))["model"]
+    state = train_or_reuse(dense, out / "probe" / task.name / "dense", progress).model.state_dict()
     device = resolve_device(cfg.device)
     data = load_split(dense, [task], "train", cfg.train_size, device)
     val = load_split(dense, [task], "val", cfg.test_size, device)

@@ -18,10 +18,9 @@ the trajectory of an uninterrupted run.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -29,118 +28,21 @@ from torch import Tensor
 from tqdm import tqdm
 
 from l2sparse import distributed
-from l2sparse.checkpoint import check_resumable, load_checkpoint, save_checkpoint
-from l2sparse.cli import require_positive
-from l2sparse.data import make_dataset, require_root
+from l2sparse.checkpoint import save_checkpoint
+from l2sparse.data import make_dataset
 from l2sparse.data.episodes import EpisodeSampler
-from l2sparse.device import DEVICES
-from l2sparse.errors import BlowUpError, CheckpointError, ConfigError
-from l2sparse.guards import check_finite, check_finite_model, check_numbers, require_writable
+from l2sparse.errors import BlowUpError, CheckpointError
+from l2sparse.guards import check_finite, check_finite_model
 from l2sparse.meta.backends import InnerLoop, get_backend
-from l2sparse.meta.budget import Budget
+from l2sparse.meta.config import MetaConfig
 from l2sparse.meta.inner import InnerConfig
-from l2sparse.models import check_model, create_model
+from l2sparse.models import create_model
+from l2sparse.runs import RunFolder
 from l2sparse.sparsity import ConvGroups, adam_prox_, channel_groups, filter_norms, keep_filter_norms_, sparsity_report
-from l2sparse.tasks import Task, load_registry
+from l2sparse.tasks import Task
 
 RESUMABLE_CHANGES = ("meta_iters", "ckpt_every", "device")
 BLOW_UP_FIX = "lower the learning rates (meta_train's --inner-lr, --outer-lr, --lam-lr) or check the task losses"
-
-
-@dataclass
-class MetaConfig:
-    """Everything that defines a meta-sparsity run (saved in the checkpoint and the report)."""
-
-    dataset: str = "synthetic"
-    split: str = "synthetic-default"
-    data_root: str | None = None
-    tasks_dir: list[str] | None = None
-    model: str = "tiny"
-    backend: str = "torchfunc"
-    order: str = "second_order"
-    inner_steps: int = 3
-    inner_lr: float = 0.05
-    truncate: int = 1
-    outer_lr: float = 1e-3
-    lam_lr: float = 0.05
-    lam_init: float = 0.1
-    learn_lambda: bool = True
-    per_layer: bool = False
-    keep_norms: bool = True
-    budget: float | None = None
-    budget_macs: float | None = None
-    budget_ramp: float = 0.5
-    meta_iters: int = 200
-    meta_batch: int = 2
-    support: int = 8
-    query: int = 8
-    subset: str = "all"
-    group_mode: str = "in"
-    image_size: int = 32
-    train_size: int = 500
-    seed: int = 0
-    device: str = "auto"
-    ckpt_every: int = 50
-
-    def inner(self) -> InnerConfig:
-        return InnerConfig(self.inner_steps, self.inner_lr, self.order, self.truncate)
-
-    def make_budget(self) -> Budget | None:
-        """The run's size budget (``budget``: group sparsity, ``budget_macs``: MAC fraction), or None."""
-        if not 0 <= self.budget_ramp <= 1:
-            raise ConfigError(f"budget-ramp: expected a fraction of meta-iters in [0, 1], got {self.budget_ramp}")
-        ramp = round(self.budget_ramp * self.meta_iters)
-        if self.budget is not None:
-            return Budget(self.budget, "groups", ramp)
-        if self.budget_macs is not None:
-            return Budget(self.budget_macs, "macs", ramp)
-        return None
-
-    def validate(self, world: distributed.World | None = None) -> list[Task]:
-        """Check every option, for ``world`` (default: the ``torchrun`` launch this process is part of, if any);
-        returns the split's seen tasks. Raises ``ConfigError`` naming the option."""
-        check_numbers(self)
-        require_root(self.dataset, self.data_root)
-        inner = self.inner()
-        if self.learn_lambda and not inner.lambda_exact:
-            raise ConfigError(
-                f"order: {self.order} with {self.inner_steps} inner steps gives a λ-gradient that ignores how λ "
-                "changes the later inner gradients (it can have the wrong sign); to learn λ use second_order, "
-                "truncated with --truncate ≥ inner-steps − 1, or --inner-steps 1; or keep λ fixed (--fixed-lambda)"
-            )
-        get_backend(self.backend)
-        registry = load_registry(self.tasks_dir)
-        registry.split_of(self.split, self.dataset)
-        check_model(self.model)
-        if self.learn_lambda and not self.lam_init > 0:
-            raise ConfigError(f"lam-init: λ = exp(ρ) must start > 0, got {self.lam_init}")
-        if not (math.isfinite(self.lam_init) and self.lam_init >= 0):
-            raise ConfigError(f"lam-init: expected a finite λ ≥ 0, got {self.lam_init}")
-        if self.budget is not None and self.budget_macs is not None:
-            raise ConfigError("budget / budget-macs: give one size target, not both")
-        self.make_budget()
-        if self.budget_macs is not None and not hasattr(check_model(self.model).backbone(), "channel_spaces"):
-            raise ConfigError(
-                f"budget-macs: model {self.model!r} does not describe its channel wiring, so its MACs cannot be counted"
-            )
-        require_positive(
-            self, ("meta_iters", "meta_batch", "support", "query", "image_size", "train_size", "ckpt_every")
-        )
-        for name in ("outer_lr", "lam_lr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name.replace('_', '-')}: expected > 0, got {getattr(self, name)}")
-        if self.group_mode not in ("in", "out") or self.device not in DEVICES:
-            raise ConfigError(f"group-mode / device: expected in|out and one of {', '.join(DEVICES)}")
-        world = world or distributed.launched()
-        if self.meta_batch % world.size:
-            raise ConfigError(
-                f"meta-batch: the global meta-batch ({self.meta_batch}) must divide by the number of processes "
-                f"({world.size})"
-            )
-        distributed.local_device(self.device, world)
-        if self.subset != "all" and not self.subset.isdigit():
-            raise ConfigError(f"subset: expected 'all' or a task count, got {self.subset!r}")
-        return registry.seen(self.split)
 
 
 def meta_update(
@@ -268,16 +170,8 @@ class MetaSparsity:
 
     def _saved_state(self, resume: bool) -> dict | None:
         """The checkpoint to resume from (checked against the config), or None for a fresh run."""
-        require_writable(self.out)
-        if resume:
-            state = load_checkpoint(self.ckpt_path, ("config", "model", "rho", "optimizer", "sampler", "iteration"))
-            check_resumable(state["config"], asdict(self.cfg), RESUMABLE_CHANGES, self.ckpt_path)
-            return state
-        if self.ckpt_path.exists():
-            raise ConfigError(
-                f"out: {self.out} already holds a run; pass --resume to continue it or choose another --out"
-            )
-        return None
+        keys = ("model", "rho", "optimizer", "sampler", "iteration")
+        return RunFolder(self.out).start(resume, asdict(self.cfg), keys, RESUMABLE_CHANGES)
 
     @property
     def lam(self) -> Tensor:
