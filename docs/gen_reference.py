@@ -21,7 +21,8 @@ SUBPACKAGES = {
     "models": "Backbones, heads, the multi-task model and the model registry.",
     "data": "Datasets, transforms and episode samplers.",
     "tasks": "The task file format and the task registry.",
-    "meta": "Inner-loop settings, backends and the meta-sparsity trainer.",
+    "train": "The fixed-λ trainer: its configuration, the training run, the command line.",
+    "meta": "Inner-loop settings, backends, the configuration and the meta-sparsity trainer.",
     "adapt": "The unseen-task experiment: its configuration, the registry of inits, fine-tuning, the report.",
     "lomt": "Layer-optimised multi-task models: layer activity, attachment rules, the pipeline.",
 }

@@ -24,7 +24,7 @@ from l2sparse.data import get_dataset
 from l2sparse.errors import UserError
 from l2sparse.meta.config import MetaConfig
 from l2sparse.meta.metasparsity import MetaSparsity
-from l2sparse.train import compaction_summary
+from l2sparse.sparsity import compaction_summary
 
 
 def plot_trajectory(log: list[dict], layers: Sequence[str], path: Path) -> None:

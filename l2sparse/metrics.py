@@ -229,7 +229,7 @@ def delta_m(
     ``Δm = 100/T · Σ_t 1/M_t · Σ_m (−1)^{w_m} (B_m − N_m) / B_m`` with ``w_m = 1`` where higher is better, ``B`` the
     baseline's and ``N`` the new model's value. Positive means better than the baseline. The metrics of a task are
     those of ``results[task]`` that ``higher_is_better[task]`` names; other entries (such as the ``loss`` that
-    ``train.evaluate`` adds) are left out. Each must be in ``baseline`` and non-zero there.
+    ``engine.evaluate`` adds) are left out. Each must be in ``baseline`` and non-zero there.
     """
     per_task = []
     for task, metrics in results.items():

@@ -1,12 +1,18 @@
-"""The shared minibatch loop: which steps run, what the hooks see, and a blow-up stopping it before the step."""
+"""The shared minibatch loop: which steps run, what the hooks see, and a blow-up stopping it before the step; the
+one batch format its losses and evaluation read."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from l2sparse.engine import Loop, fit
+from l2sparse.data import make_dataset
+from l2sparse.data.splits import load_split
+from l2sparse.engine import Loop, evaluate, fit, task_losses
 from l2sparse.errors import BlowUpError
+from l2sparse.models import create_model
+from l2sparse.tasks import load_registry
+from l2sparse.train import TrainConfig
 
 
 def linear_problem():
@@ -47,3 +53,24 @@ def test_a_non_finite_loss_stops_before_the_step():
     with pytest.raises(BlowUpError, match=r"adapt \(depth, seed 1\): loss = nan at step 3 .*lower --lr"):
         fit(torch.optim.SGD([w], lr=0.1), lambda idx: w * 0 + float("nan"), loop, steps=5, start=2)
     assert w.item() == 0.0
+
+
+def test_a_split_holds_each_tasks_prepared_target_under_its_name():
+    """One batch format: ``load_split`` applies each task's column selection once; ``evaluate`` and
+    ``task_losses`` read the target by task name and agree with the loss on the dataset's own keys."""
+    tasks = load_registry().get("synthetic", ["has_box", "semseg"])
+    cfg = TrainConfig(image_size=16)
+    data = load_split(cfg, "train", 6, tasks, torch.device("cpu"))
+    raw = make_dataset("synthetic", "train", None, 16, 6, 0, {t.target for t in tasks}).tensors()
+    assert set(data) == {"image", "has_box", "semseg"}
+    assert data["has_box"].shape == (6, 1)  # one column selected from the (6, A) attributes
+    for t in tasks:
+        assert torch.equal(data[t.name], t.target_of(raw))
+    torch.manual_seed(0)
+    model = create_model("tiny", tasks).eval()
+    losses = task_losses(model, tasks, data)
+    metrics = evaluate(model, tasks, data, batch_size=4)  # two batches, the second one short
+    for t in tasks:
+        direct = t.loss_fn(model(raw["image"], [t.name])[t.name], t.target_of(raw))
+        assert losses[t.name].item() == pytest.approx(direct.item(), rel=1e-6)
+        assert metrics[t.name]["loss"] == pytest.approx(direct.item(), rel=1e-5)

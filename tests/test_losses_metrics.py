@@ -131,7 +131,7 @@ def test_delta_m_worked_example():
     assert delta_m(base, base, hib) == 0.0
     with pytest.raises(KeyError, match="no baseline for task 'seg'"):
         delta_m(new, {"depth": base["depth"]}, hib)
-    # the dicts train.evaluate() returns carry a loss beside the metrics: it is not a metric and is left out
+    # the dicts engine.evaluate() returns carry a loss beside the metrics: it is not a metric and is left out
     with_loss = {t: {**m, "loss": 1.0} for t, m in new.items()}
     assert delta_m(with_loss, {t: {**m, "loss": 2.0} for t, m in base.items()}, hib) == pytest.approx(15.0)
     with pytest.raises(ValueError, match=r"task 'depth' has none of its metrics \['abs_err'\]"):

@@ -30,7 +30,7 @@ def test_start_guards_the_folder(tmp_path):
     folder = RunFolder(tmp_path / "run")
     config = asdict(TrainConfig(**SMALL))
     assert folder.start(False, config, ("model",), ()) is None  # an empty folder: a fresh run
-    with pytest.raises(CheckpointError, match="checkpoint.pt"):
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt"):
         folder.start(True, config, ("model",), ())  # nothing to resume
     train_or_reuse(TrainConfig(**SMALL), folder.path, progress=False)
     with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
@@ -44,7 +44,7 @@ def test_an_unreadable_report_is_named(tmp_path):
     folder = RunFolder(tmp_path / "run")
     folder.path.mkdir()
     folder.report.write_text("{not json")
-    with pytest.raises(CheckpointError, match="report.json: not a readable report"):
+    with pytest.raises(CheckpointError, match=r"report\.json: not a readable report"):
         folder.finished({})
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-import l2sparse.train as train_mod
+import l2sparse.train.trainer as train_mod
 from l2sparse.checkpoint import CheckpointError, load_checkpoint
 from l2sparse.errors import ConfigError
 from l2sparse.train import TrainConfig, main, train

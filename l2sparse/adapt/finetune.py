@@ -3,7 +3,6 @@ zero groups held at zero, then measured."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -12,13 +11,12 @@ from torch import Tensor, nn
 from l2sparse.adapt.config import AdaptConfig
 from l2sparse.data import get_dataset, make_dataset
 from l2sparse.data.episodes import MetaTestSampler
-from l2sparse.engine import Loop, fit
+from l2sparse.engine import Loop, evaluate, fit
 from l2sparse.latency import latency_ms
 from l2sparse.models import create_model
 from l2sparse.sparsity import channel_groups, compact, count_macs, count_params
 from l2sparse.sparsity.groups import ConvGroups, group_matrix
 from l2sparse.tasks import Task
-from l2sparse.train import evaluate
 
 
 def zero_group_masks(model: nn.Module, groups: Sequence[ConvGroups]) -> dict[str, Tensor]:
@@ -58,9 +56,6 @@ def adapt_task(
     params = dict(model.named_parameters())
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     train_b, test_b = episode["train"], episode["test"]
-    test_data = {"image": test_b["image"], task.target: test_b[task.name]}
-    # the task's target is already selected, merged and transformed: evaluate with an identity view of the task
-    plain = dataclasses.replace(task, select=None, lut=None, transform="")
     n = len(train_b["image"])
     loop = Loop(
         n,
@@ -84,11 +79,11 @@ def adapt_task(
 
     def learning_curve(step: int, loss: Tensor) -> None:
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            curve.append((step, evaluate(model, [plain], test_data)[task.name][task.primary_metric]))
+            curve.append((step, evaluate(model, [task], test_b)[task.name][task.primary_metric]))
 
     model.train()
     fit(opt, loss_of, loop, cfg.steps, hooks=[keep_zero_groups, learning_curve])
-    return model, evaluate(model, [plain], test_data)[task.name], curve
+    return model, evaluate(model, [task], test_b)[task.name], curve
 
 
 def meta_test_sampler(cfg: AdaptConfig, targets: Sequence[Task], device: torch.device) -> MetaTestSampler:

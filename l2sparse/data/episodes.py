@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from l2sparse.data.splits import task_view
 from l2sparse.errors import ConfigError
 from l2sparse.tasks import Task
 
@@ -29,8 +30,7 @@ Batch = dict[str, Tensor]
 
 def task_batch(data: Mapping[str, Tensor], idx: Tensor, tasks: Sequence[Task]) -> Batch:
     """Images ``data["image"][idx]`` and each task's target for them: ``{"image": ..., task.name: ...}``."""
-    batch = {k: v[idx] for k, v in data.items()}
-    return {"image": batch["image"], **{t.name: t.target_of(batch) for t in tasks}}
+    return task_view({k: v[idx] for k, v in data.items()}, tasks)
 
 
 class EpisodeSampler:

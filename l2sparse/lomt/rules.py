@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from l2sparse.data.splits import load_split
 from l2sparse.device import resolve_device
-from l2sparse.engine import Loop, fit
+from l2sparse.engine import Loop, fit, task_losses
 from l2sparse.lomt.activity import deepest_active, earliest_within
 from l2sparse.models import MODELS, MultiTaskModel, backbone_state, create_model
 from l2sparse.tasks import Task
-from l2sparse.train import load_split, task_losses, train_or_reuse
+from l2sparse.train import train_or_reuse
 
 if TYPE_CHECKING:
     from l2sparse.lomt.config import LomtConfig
@@ -65,8 +66,8 @@ def probe_losses(cfg: LomtConfig, task: Task, out: Path, progress: bool) -> dict
     dense = cfg.train_config([task], lam=0.0, steps=cfg.sparse_steps, eval_split="val")
     state = train_or_reuse(dense, out / "probe" / task.name / "dense", progress).model.state_dict()
     device = resolve_device(cfg.device)
-    data = load_split(dense, [task], "train", cfg.train_size, device)
-    val = load_split(dense, [task], "val", cfg.test_size, device)
+    data = load_split(dense, "train", cfg.train_size, [task], device, dense.seed)
+    val = load_split(dense, "val", cfg.test_size, [task], device, dense.seed)
     losses = {}
     for layer in MODELS[cfg.model].backbone().layer_names:
         torch.manual_seed(cfg.seed)

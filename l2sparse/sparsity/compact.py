@@ -25,6 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from l2sparse.sparsity.fuse import fuse_batchnorm
+from l2sparse.sparsity.groups import ConvGroups
+from l2sparse.sparsity.report import count_macs, count_params, sparsity_report
 from l2sparse.sparsity.spaces import ChannelSpace
 
 
@@ -137,3 +139,24 @@ def max_output_difference(a: nn.Module, b: nn.Module, x: Tensor) -> float:
     """Largest absolute difference between the task outputs of two multi-task models on images ``x``."""
     ya, yb = a(x), b(x)
     return max((ya[k] - yb[k]).abs().max().item() for k in ya)
+
+
+def compaction_summary(model: nn.Module, groups: Sequence[ConvGroups], probe: Tensor, image_size: int) -> dict:
+    """A report's size keys: ``sparsity`` (group, param, per layer), dense and compact ``params`` (whole model and
+    backbone) and ``macs`` (one image of ``image_size``), and ``compaction.max_abs_diff``, the largest output
+    difference of the compact model on ``probe (B, 3, H, W)``."""
+    size = (3, image_size, image_size)
+    small = compact(model).eval()
+    model.eval()
+    report = sparsity_report(model, groups)
+    return {
+        "sparsity": {k: report[k] for k in ("group", "param", "per_layer")},
+        "params": {
+            "dense": count_params(model),
+            "compact": count_params(small),
+            "backbone_dense": count_params(model.backbone),
+            "backbone_compact": count_params(small.backbone),
+        },
+        "macs": {"dense": count_macs(model, size), "compact": count_macs(small, size)},
+        "compaction": {"max_abs_diff": max_output_difference(model, small, probe)},
+    }
