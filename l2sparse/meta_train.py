@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, TypedDict
 
 from matplotlib.figure import Figure
 from torch.distributed.elastic.multiprocessing.errors import record
@@ -24,7 +25,8 @@ from l2sparse.data import get_dataset
 from l2sparse.errors import UserError
 from l2sparse.meta.config import MetaConfig
 from l2sparse.meta.metasparsity import MetaSparsity
-from l2sparse.sparsity import compaction_summary
+from l2sparse.reporting import layer_label
+from l2sparse.sparsity import SizeReport, compaction_summary
 
 
 def plot_trajectory(log: list[dict], layers: Sequence[str], path: Path) -> None:
@@ -53,14 +55,38 @@ def plot_trajectory(log: list[dict], layers: Sequence[str], path: Path) -> None:
         extent=(its[0] - 0.5, its[-1] + 0.5, len(layers) - 0.5, -0.5),
     )
     ax3.set_yticks(range(len(layers)))
-    ax3.set_yticklabels([la.removeprefix("backbone.").removesuffix(".conv") for la in layers], fontsize=6)
+    ax3.set_yticklabels([layer_label(la) for la in layers], fontsize=6)
     ax3.set(xlabel="meta-iteration", title="group sparsity per layer")
     fig.colorbar(image, ax=ax3)
     fig.tight_layout()
     save_figure(fig, path)
 
 
-def report(trainer: MetaSparsity) -> dict:
+class MetaReport(SizeReport, TypedDict("_Lambda", {"lambda": list[float]})):
+    """``report.json`` of a meta-sparsity run (``lambda``: the final effective λ, one per layer with
+    ``--per-layer``); the trajectories hold one entry per meta-iteration."""
+
+    dataset: str
+    split: str
+    synthetic_data: bool
+    model: str
+    tasks: list[str]
+    backend: str
+    order: str
+    lambda_init: float
+    lambda_final: list[float]
+    lambda_learned: list[float]  # exp(ρ), before a budget's multiplier
+    lambda_trajectory: list
+    group_sparsity_trajectory: list[float]
+    layer_sparsity_trajectory: dict[str, list[float]]
+    budget: dict[str, Any] | None
+    query_loss_final: dict[str, float]
+    meta_iterations: int
+    train_time_s: float
+    config: dict[str, Any]
+
+
+def report(trainer: MetaSparsity) -> MetaReport:
     """The run's report: the fixed-λ trainer's sparsity/params/macs keys plus the λ trajectory."""
     cfg, log = trainer.cfg, trainer.log
     tail = log[-10:]

@@ -22,6 +22,7 @@ from l2sparse.adapt import (
     register_init,
     zero_group_masks,
 )
+from l2sparse.adapt.experiment import AdaptReport
 from l2sparse.errors import ConfigError
 from l2sparse.models import create_model
 from l2sparse.sparsity import channel_groups
@@ -67,6 +68,7 @@ def test_report_structure_tables_and_plots(default_run):
 
 def test_every_init_saw_the_same_images(default_run):
     _, report = default_run
+    assert set(report) == AdaptReport.__required_keys__  # exactly the keys the typed report declares
     for task, seeds in report["images"].items():
         for seed, per_init in seeds.items():
             assert set(per_init) == set(INITS), (task, seed)

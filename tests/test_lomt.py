@@ -17,6 +17,7 @@ from l2sparse.lomt import (
     layer_activity,
     main,
 )
+from l2sparse.lomt.experiment import LomtReport
 from l2sparse.models import create_model
 from l2sparse.tasks import load_registry
 
@@ -91,6 +92,7 @@ def test_pipeline_writes_report_heat_map_and_side_by_side_costs(tmp_path):
             "--out", str(tmp_path)]  # fmt: skip
     report = main(args)
     on_disk = json.loads((tmp_path / "report.json").read_text())
+    assert set(on_disk) == LomtReport.__required_keys__  # exactly the keys the typed report declares
     assert on_disk["attach"]["depth"] == "layer1"
     assert len(on_disk["activity"]["semseg"]) == 2 and set(on_disk["activity"]["semseg"][0]) == set(LAYERS)
     costs = on_disk["task_sets"]

@@ -6,6 +6,7 @@ import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, TypedDict
 
 from tqdm import tqdm
 
@@ -18,7 +19,23 @@ from l2sparse.data import get_dataset
 from l2sparse.guards import require_writable
 
 
-def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
+class AdaptReport(TypedDict):
+    """``report.json`` of an adaptation experiment."""
+
+    dataset: str
+    split: str
+    synthetic_data: bool
+    tasks: list[str]  # the tasks adapted to
+    config: dict[str, Any]
+    images: dict[str, dict[str, dict[str, Any]]]  # task -> seed -> init -> the shots' indices, the test count
+    inits: dict[str, dict[str, Any]]  # init -> λ, sparsity, size, latency, per-task metrics (mean ± std), curves
+    summary: dict[str, Any]  # the primary metric, the baseline init, Δm and the mean primary metric per init
+    time_s: float
+    table: str
+    headline: str
+
+
+def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> AdaptReport:
     """The whole experiment; writes ``report.json``, ``report.md`` and two plots into ``out`` (rank 0 under
     ``torchrun``, which returns the report on every rank)."""
     seen, targets = cfg.validate()
@@ -55,7 +72,7 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> dict:
         done[job] = adapt_job(cfg, backbone, by_name[task], episode, seed, device, measure)
     done = {job: result for part in distributed.all_gather_objects(done) for job, result in part.items()}
 
-    report: dict = {
+    report: AdaptReport = {
         "dataset": cfg.dataset,
         "split": cfg.split,
         "synthetic_data": entry.synthetic,

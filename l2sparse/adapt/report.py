@@ -10,9 +10,11 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from l2sparse.checkpoint import save_figure, save_json, save_text
+from l2sparse.checkpoint import save_figure
 from l2sparse.metrics import delta_m
 from l2sparse.models import create_model
+from l2sparse.reporting import layer_label, write_report
+from l2sparse.reporting import markdown_table as table
 from l2sparse.sparsity import channel_groups, sparsity_report
 from l2sparse.tasks import Task
 
@@ -66,10 +68,8 @@ def markdown_table(report: dict, targets: Sequence[Task]) -> str:
     if summary["metric"] is not None:
         heads.append(f"mean {summary['metric']}")
     heads.append(f"Δm vs {summary['baseline']} (%)")
-    lines = [
-        "| init | λ | " + " | ".join(heads) + " | group sparsity | params (compact) | MACs (compact) | latency ms |",
-        "|---" * (len(heads) + 6) + "|",
-    ]
+    header = ["init", "λ", *heads, "group sparsity", "params (compact)", "MACs (compact)", "latency ms"]
+    rows = []
     for name, r in report["inits"].items():
         lam = r["lambda"]
         lam_s = "–" if lam is None else f"{lam:.3g}" if isinstance(lam, float) else f"{max(lam):.3g} (max)"
@@ -81,11 +81,9 @@ def markdown_table(report: dict, targets: Sequence[Task]) -> str:
         if "mean_primary" in s:
             cells.append(f"{s['mean_primary']['mean']:.3f} ± {s['mean_primary']['std']:.3f}")
         cells.append(f"{s['delta_m']['mean']:+.1f} ± {s['delta_m']['std']:.1f}")
-        lines.append(
-            f"| {name} | {lam_s} | " + " | ".join(cells) + f" | {r['sparsity']['group']:.1%} | "
-            f"{r['params']['compact']} | {r['macs']['compact'] / 1e6:.2f}M | {r['latency_ms']['compact']:.2f} |"
-        )
-    return "\n".join(lines)
+        size = [f"{r['sparsity']['group']:.1%}", r["params"]["compact"], f"{r['macs']['compact'] / 1e6:.2f}M"]
+        rows.append([name, lam_s, *cells, *size, f"{r['latency_ms']['compact']:.2f}"])
+    return table(header, rows)
 
 
 def headline(report: dict) -> str:
@@ -123,14 +121,10 @@ def write_outputs(report: dict, targets: Sequence[Task], out: Path) -> None:
         values = [r["sparsity"]["per_layer"][la]["group_sparsity"] for la in layers]
         ax.bar([j + i * width for j in range(len(layers))], values, width=width, label=name)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(layers))])
-    ax.set_xticklabels([la.removeprefix("backbone.").removesuffix(".conv") for la in layers], rotation=60, fontsize=7)
+    ax.set_xticklabels([layer_label(la) for la in layers], rotation=60, fontsize=7)
     ax.set(ylabel="group sparsity", ylim=(0, 1), title="backbone group sparsity per layer")
     ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, out / "layer_sparsity.png")
-    save_text(
-        f"# Unseen-task adaptation ({report['dataset']}, split {report['split']}"
-        f"{', synthetic data' if report['synthetic_data'] else ''})\n\n{report['table']}\n\n{report['headline']}\n",
-        out / "report.md",
-    )
-    save_json(report, out / "report.json")
+    synthetic = ", synthetic data" if report["synthetic_data"] else ""
+    write_report(report, f"Unseen-task adaptation ({report['dataset']}, split {report['split']}{synthetic})", out)

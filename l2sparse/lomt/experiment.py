@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, TypedDict
 
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from l2sparse.checkpoint import save_figure, save_json, save_text
+from l2sparse.checkpoint import save_figure
 from l2sparse.data import get_dataset
 from l2sparse.guards import require_writable
 from l2sparse.latency import latency_ms
@@ -19,8 +20,15 @@ from l2sparse.lomt.activity import active_layers, activity_from_states
 from l2sparse.lomt.config import LomtConfig
 from l2sparse.lomt.rules import RULES, RuleInput
 from l2sparse.models import MODELS, MultiTaskModel
+from l2sparse.reporting import markdown_table, write_report
 from l2sparse.sparsity import count_macs, count_params
 from l2sparse.train import train_or_reuse
+
+
+def _cost(c: dict) -> list[str]:
+    """MACs and latency of the LOMT and the plain model on one task set."""
+    macs = [f"{c[name]['macs'] / 1e6:.2f}M" for name in ("lomt", "plain")]
+    return [*macs, *(f"{c[name]['latency_ms']:.2f}" for name in ("lomt", "plain"))]
 
 
 def _cell(value: float | None) -> str:
@@ -28,7 +36,25 @@ def _cell(value: float | None) -> str:
     return "–" if value is None or value != value else f"{value:.3f}"
 
 
-def run(cfg: LomtConfig, out: str | Path, progress: bool = True) -> dict:
+class LomtReport(TypedDict):
+    """``report.json`` of a LOMT run."""
+
+    dataset: str
+    split: str
+    synthetic_data: bool
+    config: dict[str, Any]
+    layers: list[str]
+    activity: dict[str, list[dict[str, float]]]  # task -> trial -> layer -> fraction of active groups
+    active: dict[str, dict[str, bool]]  # task -> layer -> active in every trial
+    attach: dict[str, str]  # task -> the layer its head attaches at
+    probe_val_loss: dict[str, dict[str, float]]  # task -> layer -> probe loss (probe rule only)
+    metrics: dict[str, dict[str, dict[str, float]]]  # lomt | plain -> task -> metric -> value
+    params: dict[str, int]
+    task_sets: dict[str, dict[str, dict[str, float]]]  # task set -> lomt | plain -> MACs, latency
+    table: str
+
+
+def run(cfg: LomtConfig, out: str | Path, progress: bool = True) -> LomtReport:
     """The whole pipeline; writes ``report.json``, ``report.md`` and ``activity.png`` into ``out``."""
     tasks = cfg.validate()
     out = Path(out)
@@ -71,7 +97,7 @@ def run(cfg: LomtConfig, out: str | Path, progress: bool = True) -> dict:
                 "macs": count_macs(model, size, tasks=ts),
                 "latency_ms": latency_ms(_TaskSetView(model, ts), cfg.image_size, torch.device("cpu")),
             }
-    report = {
+    report: LomtReport = {
         "dataset": cfg.dataset,
         "split": cfg.split,
         "synthetic_data": get_dataset(cfg.dataset).synthetic,
@@ -100,7 +126,7 @@ class _TaskSetView(torch.nn.Module):
         return self.model(x, self.tasks)
 
 
-def write_outputs(report: dict, out: Path) -> None:
+def write_outputs(report: LomtReport, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tasks, layers = list(report["activity"]), report["layers"]
     matrix = [[min(trial[layer] for trial in report["activity"][t]) for layer in layers] for t in tasks]
@@ -118,26 +144,13 @@ def write_outputs(report: dict, out: Path) -> None:
     fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
     save_figure(fig, out / "activity.png")
-    lines = [
-        "| task | layer | metric | LOMT | plain MTL | MACs LOMT | MACs plain | ms LOMT | ms plain |",
-        "|---" * 9 + "|",
-    ]
+    rows = []
     for t in tasks:
         metric = next(iter(report["metrics"]["lomt"][t]))
         c = report["task_sets"][t]
-        lines.append(
-            f"| {t} | {report['attach'][t]} | {metric} | {_cell(report['metrics']['lomt'][t][metric])} | "
-            f"{_cell(report['metrics']['plain'][t][metric])} | {c['lomt']['macs'] / 1e6:.2f}M | "
-            f"{c['plain']['macs'] / 1e6:.2f}M | {c['lomt']['latency_ms']:.2f} | {c['plain']['latency_ms']:.2f} |"
-        )
-    all_key = "+".join(tasks)
-    c = report["task_sets"][all_key]
-    lines.append(
-        f"| all tasks | | | | | {c['lomt']['macs'] / 1e6:.2f}M | {c['plain']['macs'] / 1e6:.2f}M | "
-        f"{c['lomt']['latency_ms']:.2f} | {c['plain']['latency_ms']:.2f} |"
-    )
-    report["table"] = "\n".join(lines)
-    save_text(
-        f"# LOMT vs plain multi-task ({report['dataset']}, {report['split']})\n\n{report['table']}\n", out / "report.md"
-    )
-    save_json(report, out / "report.json")
+        scores = [_cell(report["metrics"][name][t][metric]) for name in ("lomt", "plain")]
+        rows.append([t, report["attach"][t], metric, *scores, *_cost(c)])
+    rows.append(["all tasks", "", "", "", "", *_cost(report["task_sets"]["+".join(tasks)])])
+    header = ["task", "layer", "metric", "LOMT", "plain MTL", "MACs LOMT", "MACs plain", "ms LOMT", "ms plain"]
+    report["table"] = markdown_table(header, rows)
+    write_report(report, f"LOMT vs plain multi-task ({report['dataset']}, {report['split']})", out)

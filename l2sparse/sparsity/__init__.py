@@ -1,6 +1,6 @@
 """Channel-wise group sparsity: groups, penalty, proximal step, report, compaction and export (pure functions first)."""
 
-from l2sparse.sparsity.compact import compact, compaction_summary, max_output_difference
+from l2sparse.sparsity.compact import SizeReport, compact, compaction_summary, max_output_difference
 from l2sparse.sparsity.export import export_model, export_onnx
 from l2sparse.sparsity.filter_norms import filter_norms, keep_filter_norms_
 from l2sparse.sparsity.fuse import fuse_batchnorm
@@ -15,6 +15,7 @@ __all__ = [
     "ConvGroups",
     "ProxAdam",
     "ProxSGD",
+    "SizeReport",
     "adam_metric",
     "adam_prox_",
     "channel_groups",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Any, TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -141,7 +142,16 @@ def max_output_difference(a: nn.Module, b: nn.Module, x: Tensor) -> float:
     return max((ya[k] - yb[k]).abs().max().item() for k in ya)
 
 
-def compaction_summary(model: nn.Module, groups: Sequence[ConvGroups], probe: Tensor, image_size: int) -> dict:
+class SizeReport(TypedDict):
+    """The size keys every report carries ([`compaction_summary`][l2sparse.sparsity.compact.compaction_summary])."""
+
+    sparsity: dict[str, Any]  # group and param: fractions of zero groups / grouped scalars; per_layer
+    params: dict[str, int]  # dense, compact, backbone_dense, backbone_compact
+    macs: dict[str, int]  # dense, compact: one image
+    compaction: dict[str, float]  # max_abs_diff of the compact model's outputs
+
+
+def compaction_summary(model: nn.Module, groups: Sequence[ConvGroups], probe: Tensor, image_size: int) -> SizeReport:
     """A report's size keys: ``sparsity`` (group, param, per layer), dense and compact ``params`` (whole model and
     backbone) and ``macs`` (one image of ``image_size``), and ``compaction.max_abs_diff``, the largest output
     difference of the compact model on ``probe (B, 3, H, W)``."""

@@ -10,6 +10,6 @@ same trajectory).
 
 from l2sparse.train.cli import build_parser, main
 from l2sparse.train.config import OPTIMIZERS, TrainConfig
-from l2sparse.train.trainer import Trained, train, train_or_reuse
+from l2sparse.train.trainer import Trained, TrainReport, train, train_or_reuse
 
-__all__ = ["OPTIMIZERS", "TrainConfig", "Trained", "build_parser", "main", "train", "train_or_reuse"]
+__all__ = ["OPTIMIZERS", "TrainConfig", "TrainReport", "Trained", "build_parser", "main", "train", "train_or_reuse"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, TypedDict
 
 import torch
 from torch import Tensor
@@ -19,9 +20,24 @@ from l2sparse.errors import CheckpointError
 from l2sparse.guards import check_finite_model
 from l2sparse.models import MultiTaskModel, create_model
 from l2sparse.runs import RunFolder
-from l2sparse.sparsity import channel_groups, compaction_summary, sparsity_report
+from l2sparse.sparsity import SizeReport, channel_groups, compaction_summary, sparsity_report
 from l2sparse.train.config import BLOW_UP_FIX, OPTIMIZERS, RESUMABLE_CHANGES, TrainConfig
 from l2sparse.weighting import WEIGHTINGS
+
+
+class TrainReport(SizeReport, TypedDict("_Lambda", {"lambda": float})):
+    """``report.json`` of a fixed-λ run (``lambda``: the run's λ)."""
+
+    dataset: str
+    synthetic_data: bool
+    train_images: int
+    test_images: int
+    model: str
+    tasks: list[str]
+    config: dict[str, Any]
+    train_loss_final: float
+    train_time_s: float
+    metrics: dict[str, dict[str, float]]  # task -> metric -> value on the held-out split, and its mean loss
 
 
 @dataclass
@@ -29,7 +45,7 @@ class Trained:
     """A finished fixed-λ run: its model (in eval mode, on the run's device) and its report (``report.json``)."""
 
     model: MultiTaskModel
-    report: dict
+    report: TrainReport
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Trained:
@@ -108,7 +124,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     fit(opt, loss_of, loop, cfg.steps, start=step, hooks=[track])
     bar.close()
 
-    report = {
+    report: TrainReport = {
         "dataset": cfg.dataset,
         "synthetic_data": get_dataset(cfg.dataset).synthetic,
         "train_images": n_train,
