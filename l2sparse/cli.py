@@ -6,13 +6,16 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 
 import torch.distributed as dist
 
+from l2sparse import distributed
 from l2sparse.distributed import REPORTED_ON_MAIN
-from l2sparse.errors import ConfigError
+from l2sparse.errors import ConfigError, UserError
+
+T = TypeVar("T")
 
 SILENT_RANK_DELAY_S = 2.0
 
@@ -49,3 +52,15 @@ def require_positive(config: object, names: Sequence[str]) -> None:
         value = getattr(config, name)
         if value < 1:
             raise ConfigError(f"{name.replace('_', '-')}: expected a positive integer, got {value}")
+
+
+def run_launched(prog: str, cfg: Any, timeout_s: float, work: Callable[[], T]) -> tuple[T, bool]:
+    """A command that may run under ``torchrun``: check ``cfg`` (before joining the process group, so a bad option
+    stops every rank alike, at once), join it, run ``work``; returns its result and whether this is the main rank.
+    A [`UserError`][l2sparse.errors.UserError] anywhere exits with ``prog: error: ...`` ([`fail`][])."""
+    try:
+        cfg.validate()
+        distributed.setup(cfg.device, timeout_s)
+        return work(), distributed.current().main
+    except UserError as e:
+        fail(prog, e)

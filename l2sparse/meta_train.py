@@ -20,9 +20,8 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from l2sparse import distributed, options
 from l2sparse.checkpoint import save_figure, save_json
-from l2sparse.cli import ArgumentParser, fail
+from l2sparse.cli import ArgumentParser, run_launched
 from l2sparse.data import get_dataset
-from l2sparse.errors import UserError
 from l2sparse.meta.config import MetaConfig
 from l2sparse.meta.metasparsity import MetaSparsity
 from l2sparse.reporting import layer_label
@@ -135,14 +134,14 @@ def build_parser() -> ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = build_parser()
     cfg, args = options.parse(parser, MetaConfig, argv)
-    try:
-        cfg.validate()  # before joining the process group: a bad option stops every rank alike, at once
-        distributed.setup(cfg.device, args.dist_timeout)
+
+    def work() -> MetaSparsity:
         trainer = MetaSparsity(cfg, args.out, resume=args.resume)
         trainer.train(progress=not args.quiet)
-    except UserError as e:
-        fail(parser.prog, e)
-    if not trainer.world.main:
+        return trainer
+
+    trainer, main_rank = run_launched(parser.prog, cfg, args.dist_timeout, work)
+    if not main_rank:
         distributed.teardown()
         return {}
     out = Path(args.out)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from l2sparse import distributed, options
 from l2sparse.adapt.config import AdaptConfig
 from l2sparse.adapt.experiment import run
-from l2sparse.cli import ArgumentParser, fail
-from l2sparse.errors import UserError
+from l2sparse.cli import ArgumentParser, run_launched
 
 DESCRIPTION = "Adapt sparse backbones to unseen tasks: ``python -m l2sparse.adapt --task unseen``."
 
@@ -21,17 +21,11 @@ def build_parser() -> ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = build_parser()
     cfg, args = options.parse(parser, AdaptConfig, argv)
-    try:
-        cfg.validate()  # before joining the process group: a bad option stops every rank alike, at once
-        distributed.setup(cfg.device, args.dist_timeout)
-        report = run(cfg, args.out, progress=not args.quiet)
-    except UserError as e:
-        fail(parser.prog, e)
-    if not distributed.current().main:
-        distributed.teardown()
-        return report
-    print(report["table"])
-    print(report["headline"])
-    print(f"report: {Path(args.out) / 'report.json'}")
+    job = partial(run, cfg, args.out, progress=not args.quiet)
+    report, main_rank = run_launched(parser.prog, cfg, args.dist_timeout, job)
+    if main_rank:
+        print(report["table"])
+        print(report["headline"])
+        print(f"report: {Path(args.out) / 'report.json'}")
     distributed.teardown()
     return report
