@@ -49,19 +49,31 @@ class RunFolder:
         return self.path / "report.json"
 
     def start(
-        self, resume: bool, config: Mapping[str, Any], keys: Sequence[str], resumable: Sequence[str]
+        self,
+        resume: bool,
+        config: Mapping[str, Any],
+        keys: Sequence[str],
+        resumable: Sequence[str],
+        task_files: str | None = None,
     ) -> dict | None:
         """Claim the folder for a run of ``config``: the saved state to continue from with ``resume`` (holding
-        ``keys``, saved with the same config up to the ``resumable`` options), else None for a fresh run.
+        ``keys``, saved with the same config up to the ``resumable`` options and, when given, the same
+        ``task_files`` digest), else None for a fresh run.
 
         Raises:
             ConfigError: the folder cannot be written, or it already holds a run and ``resume`` is not set.
-            CheckpointError: ``resume`` with a missing, corrupt or mismatching checkpoint.
+            CheckpointError: ``resume`` with a missing, corrupt or mismatching checkpoint, or one saved while the
+                task files read different.
         """
         require_writable(self.path)
         if resume:
             state = load_checkpoint(self.checkpoint, ("config", *keys))
             check_resumable(state["config"], dict(config), resumable, self.checkpoint)
+            if task_files is not None and state.get("task_files", task_files) != task_files:
+                raise CheckpointError(
+                    f"{self.checkpoint}: saved while its task files read differently (a task or split file changed "
+                    "since); choose another --out or delete the folder to retrain"
+                )
             return state
         if self.checkpoint.exists():
             raise ConfigError(
@@ -69,8 +81,9 @@ class RunFolder:
             )
         return None
 
-    def finished(self, config: Mapping[str, Any]) -> dict | None:
-        """The report of a run here that finished with exactly ``config``, else None.
+    def finished(self, config: Mapping[str, Any], task_files: str | None = None) -> dict | None:
+        """The report of a run here that finished with exactly ``config`` (and, when given, the task files whose
+        digest is ``task_files``), else None.
 
         Raises:
             CheckpointError: a ``report.json`` that is not readable JSON.
@@ -81,7 +94,9 @@ class RunFolder:
             report = json.loads(self.report.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{self.report}: not a readable report ({e}); delete it to retrain") from e
-        return report if isinstance(report, dict) and report.get("config") == dict(config) else None
+        if not isinstance(report, dict) or report.get("config") != dict(config):
+            return None
+        return report if task_files is None or report.get("task_files") == task_files else None
 
     @contextmanager
     def locked(self) -> Iterator[RunFolder]:

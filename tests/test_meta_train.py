@@ -10,7 +10,8 @@ import torch
 
 import l2sparse.meta.metasparsity as ms
 from l2sparse.checkpoint import load_checkpoint
-from l2sparse.meta_train import MetaReport, main
+from l2sparse.meta.report import MetaReport
+from l2sparse.meta_train import main
 
 TINY = ["--image-size", "16", "--train-size", "24", "--support", "4", "--query", "4", "--quiet"]
 

@@ -9,6 +9,7 @@ import torch
 
 from l2sparse.errors import CheckpointError, ConfigError
 from l2sparse.runs import RunFolder, cache_key
+from l2sparse.tasks import BUILTIN_DIR, task_files_digest
 from l2sparse.train import TrainConfig, train_or_reuse
 
 SMALL = {"steps": 3, "image_size": 16, "train_size": 8, "test_size": 4, "batch_size": 4, "tasks": ["depth"]}
@@ -57,3 +58,18 @@ def test_cache_entries_follow_the_config_and_the_task_files(tmp_path):
     assert RunFolder.cached(tmp_path, "fixed", {**config, "lam": 0.5}) != entry
     (tasks / "extra.toml").write_text('[task]\nname = "x"\n')
     assert RunFolder.cached(tmp_path, "fixed", config) != entry  # an edited task folder retrains
+
+
+def test_a_run_is_not_reused_after_its_task_file_changed(tmp_path):
+    """The same config over an edited task file is another run: reusing or resuming the old one would be a silent
+    wrong answer, so it is refused with the reason."""
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    text = (BUILTIN_DIR / "synthetic" / "depth.toml").read_text().replace('name = "depth"', 'name = "my_depth"')
+    (tasks / "my_depth.toml").write_text(text)
+    cfg = TrainConfig(**{**SMALL, "tasks": ["my_depth"]}, tasks_dir=[str(tasks)])
+    first = train_or_reuse(cfg, tmp_path / "run", progress=False)
+    assert first.report["task_files"] == task_files_digest([str(tasks)])
+    (tasks / "my_depth.toml").write_text(text.replace("optical axis", "optical axis, in metres"))
+    with pytest.raises(CheckpointError, match="saved while its task files read differently"):
+        train_or_reuse(cfg, tmp_path / "run", progress=False)

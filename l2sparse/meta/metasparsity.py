@@ -39,7 +39,7 @@ from l2sparse.meta.inner import InnerConfig
 from l2sparse.models import create_model
 from l2sparse.runs import RunFolder
 from l2sparse.sparsity import ConvGroups, adam_prox_, channel_groups, filter_norms, keep_filter_norms_, sparsity_report
-from l2sparse.tasks import Task
+from l2sparse.tasks import Task, task_files_digest
 
 RESUMABLE_CHANGES = ("meta_iters", "ckpt_every", "device")
 BLOW_UP_FIX = "lower the learning rates (meta_train's --inner-lr, --outer-lr, --lam-lr) or check the task losses"
@@ -119,6 +119,7 @@ class MetaSparsity:
     def __init__(self, cfg: MetaConfig, out: str | Path, resume: bool = False) -> None:
         self.cfg, self.out = cfg, Path(out)
         self.tasks = cfg.validate()
+        self.task_files = task_files_digest(cfg.tasks_dir)
         self.world = distributed.setup(cfg.device)  # joins a torchrun launch's process group unless already in it
         self.ckpt_path = self.out / "checkpoint.pt"
         state = distributed.on_main(lambda: self._saved_state(resume))  # rank 0 reads, every rank gets it
@@ -169,9 +170,9 @@ class MetaSparsity:
             self.filter_norms = {k: v.to(self.device) for k, v in state["filter_norms"].items()}
 
     def _saved_state(self, resume: bool) -> dict | None:
-        """The checkpoint to resume from (checked against the config), or None for a fresh run."""
+        """The checkpoint to resume from (checked against the config and the task files), or None for a fresh run."""
         keys = ("model", "rho", "optimizer", "sampler", "iteration")
-        return RunFolder(self.out).start(resume, asdict(self.cfg), keys, RESUMABLE_CHANGES)
+        return RunFolder(self.out).start(resume, asdict(self.cfg), keys, RESUMABLE_CHANGES, self.task_files)
 
     @property
     def lam(self) -> Tensor:
@@ -226,6 +227,7 @@ class MetaSparsity:
         save_checkpoint(
             {
                 "config": asdict(self.cfg),
+                "task_files": self.task_files,
                 "model": self.model.state_dict(),
                 "rho": self.rho.detach().cpu(),
                 "optimizer": self.opt.state_dict(),

@@ -21,6 +21,7 @@ from l2sparse.guards import check_finite_model
 from l2sparse.models import MultiTaskModel, create_model
 from l2sparse.runs import RunFolder
 from l2sparse.sparsity import SizeReport, channel_groups, compaction_summary, sparsity_report
+from l2sparse.tasks import task_files_digest
 from l2sparse.train.config import BLOW_UP_FIX, OPTIMIZERS, RESUMABLE_CHANGES, TrainConfig
 from l2sparse.weighting import WEIGHTINGS
 
@@ -35,6 +36,7 @@ class TrainReport(SizeReport, TypedDict("_Lambda", {"lambda": float})):
     model: str
     tasks: list[str]
     config: dict[str, Any]
+    task_files: str  # digest of the task and split files read (tasks.task_files_digest)
     train_loss_final: float
     train_time_s: float
     metrics: dict[str, dict[str, float]]  # task -> metric -> value on the held-out split, and its mean loss
@@ -61,7 +63,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     tasks = cfg.validate()
     folder = RunFolder(Path(out))
     out, ckpt_path = folder.path, folder.checkpoint
-    state = folder.start(resume, asdict(cfg), ("model", "optimizer", "weighting", "step", "rng"), RESUMABLE_CHANGES)
+    task_files = task_files_digest(cfg.tasks_dir)
+    keys = ("model", "optimizer", "weighting", "step", "rng")
+    state = folder.start(resume, asdict(cfg), keys, RESUMABLE_CHANGES, task_files)
     device = resolve_device(cfg.device)
 
     torch.manual_seed(cfg.seed)
@@ -94,6 +98,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         save_checkpoint(
             {
                 "config": asdict(cfg),
+                "task_files": task_files,
                 "model": model.state_dict(),
                 "weighting": weighting.state_dict(),
                 "optimizer": opt.state_dict(),
@@ -133,6 +138,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         "tasks": [t.name for t in tasks],
         "lambda": cfg.lam,
         "config": asdict(cfg),
+        "task_files": task_files,
         "train_loss_final": last_loss,
         "train_time_s": elapsed + time.perf_counter() - start,
         **compaction_summary(model, groups, test_data["image"][:8], cfg.image_size),
@@ -147,7 +153,7 @@ def train_or_reuse(cfg: TrainConfig, out: str | Path, progress: bool = True) -> 
     checkpoint, which refuses a checkpoint saved with other options). The folder is locked meanwhile
     ([`locked`][l2sparse.checkpoint.locked]): a second process asking for the same run waits and reuses it."""
     with RunFolder(Path(out)).locked() as folder:
-        report = folder.finished(asdict(cfg))
+        report = folder.finished(asdict(cfg), task_files_digest(cfg.tasks_dir))
         if report is None:
             return train(cfg, folder.path, resume=folder.checkpoint.exists(), progress=progress)
         model = create_model(cfg.model, cfg.validate(), attach=cfg.attach)
