@@ -23,6 +23,8 @@ from l2sparse.adapt import (
     zero_group_masks,
 )
 from l2sparse.adapt.experiment import AdaptReport
+from l2sparse.adapt.vectorised import adapt_tasks_together
+from l2sparse.data.splits import load_split
 from l2sparse.errors import ConfigError
 from l2sparse.models import create_model
 from l2sparse.sparsity import channel_groups
@@ -263,3 +265,59 @@ def test_a_registered_init_is_compared_like_the_built_in_ones(tmp_path):
     assert got != report["inits"]["random"]["results"]["has_cylinder"]["metrics"]["loss"]["values"]
     with pytest.raises(SystemExit):  # gone from the registry, refused again
         main([*TINY, "--inits", "halved_random", "--out", str(tmp_path / "again")])
+
+
+@pytest.mark.parametrize("task_name", ["normals", "has_cylinder"])
+def test_vectorised_jobs_equal_the_one_by_one_jobs(task_name):
+    """Inits × seeds stepped together through vmap give each job what ``adapt_task`` gives it alone (up to float
+    rounding: a weight whose gradient is ~0 may take Adam's normalised step of up to lr one way in one path and
+    another way in the other, so weights differ by at most steps × lr and the typical weight agrees to 1e-6), zero
+    groups of an init included."""
+    cfg = AdaptConfig(steps=6, eval_every=3, batch_size=4, image_size=16, lr=1e-3)
+    task = load_registry().get("synthetic", [task_name])[0]
+    data = load_split(cfg, "train", 14, [task], torch.device("cpu"))
+    episodes = [
+        {"train": {k: v[s : s + 8] for k, v in data.items()}, "test": {k: v[8:] for k, v in data.items()}}
+        for s in (0, 3)
+    ]
+    backbones = []
+    for seed in (5, 6):
+        torch.manual_seed(seed)
+        backbones.append({k: v.clone() for k, v in create_model("tiny", [task]).backbone.state_dict().items()})
+    g = channel_groups(create_model("tiny", [task]))[3]
+    backbones[1][g.weight.removeprefix("backbone.")].select(g.dim, 2).zero_()  # one dead group in the second init
+    jobs = [(b, e, s) for b in (0, 1) for e, s in ((0, 0), (1, 1))]
+    together = adapt_tasks_together(
+        cfg, [backbones[b] for b, _, _ in jobs], task, [episodes[e] for _, e, _ in jobs], [s for *_, s in jobs],
+        torch.device("cpu"),
+    )  # fmt: skip
+    for (b, e, s), (model, metrics, curve) in zip(jobs, together, strict=True):
+        alone, alone_metrics, alone_curve = adapt_task(cfg, backbones[b], task, episodes[e], s, torch.device("cpu"))
+        assert [step for step, _ in curve] == [step for step, _ in alone_curve] == [3, 6]
+        for name, value in alone_metrics.items():
+            assert metrics[name] == pytest.approx(value, rel=1e-4, abs=1e-5), (name, b, s)
+        diff = torch.cat([(model.state_dict()[k] - v).abs().flatten() for k, v in alone.state_dict().items()])
+        assert diff.max() <= cfg.steps * cfg.lr and diff.median() < 1e-6
+        weight = model.state_dict()[g.weight].select(g.dim, 2)
+        assert (weight.abs().sum().item() == 0) == (b == 1)  # the dead group stayed dead, the live one moved
+
+
+def test_a_loss_that_vmap_cannot_run_names_the_option(tmp_path, capsys):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "branchy.toml").write_text(
+        'name = "branchy"\ndataset = "synthetic"\ntarget = "depth"\nhead = "dense"\nout_channels = 1\n'
+        'loss = "fixtures:l1_branching_in_python"\nmetrics = "depth"\n'
+    )
+    (tmp_path / "mine" / "splits").mkdir()
+    (tmp_path / "mine" / "splits" / "branchy-split.toml").write_text(
+        'name = "branchy-split"\ndataset = "synthetic"\nseen = ["semseg", "depth"]\nunseen = ["branchy"]\n'
+    )
+    args = [*TINY, "--task", "branchy", "--split", "branchy-split", "--tasks-dir", str(tmp_path / "mine")]
+    args += ["--inits", "random", "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "vectorise: branchy's loss or head cannot run under torch.func.vmap" in err
+    assert "pass --no-vectorise" in err and not (tmp_path / "o" / "report.json").exists()
+    report = main([*args[:-1], str(tmp_path / "o2"), "--no-vectorise"])  # the one-by-one path runs it
+    assert report["tasks"] == ["branchy"]

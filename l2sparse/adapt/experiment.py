@@ -8,15 +8,20 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypedDict
 
+import torch
 from tqdm import tqdm
 
 from l2sparse import distributed
 from l2sparse.adapt.config import AdaptConfig
-from l2sparse.adapt.finetune import adapt_job, meta_test_sampler, try_task
+from l2sparse.adapt.finetune import adapt_job, job_result, meta_test_sampler, try_task
 from l2sparse.adapt.inits import INIT_BASELINES, checkpoint_init
 from l2sparse.adapt.report import headline, init_sparsity, markdown_table, summarize, summarize_inits, write_outputs
+from l2sparse.adapt.vectorised import adapt_tasks_together
 from l2sparse.data import get_dataset
+from l2sparse.data.episodes import MetaTestSampler
+from l2sparse.errors import ConfigError
 from l2sparse.guards import require_writable
+from l2sparse.tasks import Task
 
 
 class AdaptReport(TypedDict):
@@ -61,15 +66,18 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> AdaptReport
         for name, baseline in INIT_BASELINES.items()
         if name in cfg.inits
     }
-    jobs = [(name, t.name, seed) for name in inits for t in targets for seed in range(cfg.seeds)]
-    by_name = {t.name: t for t in targets}
     done = {}
-    for job in tqdm(world.deal(jobs), desc="adapt", disable=not progress or not world.main):
-        name, task, seed = job
-        measure = task == targets[0].name and seed == 0
-        episode = sampler.task(task, cfg.shots, seed)
-        backbone = inits[name][seed % len(inits[name])][0]
-        done[job] = adapt_job(cfg, backbone, by_name[task], episode, seed, device, measure)
+    bar = {"desc": "adapt", "disable": not progress or not world.main}
+    if cfg.vectorise:  # one vmap-ed run per task
+        for task in tqdm(world.deal(targets), **bar):
+            done.update(adapt_together(cfg, inits, task, sampler, device, targets[0]))
+    else:
+        jobs = [(name, t, seed) for name in inits for t in targets for seed in range(cfg.seeds)]
+        for name, task, seed in tqdm(world.deal(jobs), **bar):
+            measure = task.name == targets[0].name and seed == 0
+            episode = sampler.task(task.name, cfg.shots, seed)
+            backbone = inits[name][seed % len(inits[name])][0]
+            done[(name, task.name, seed)] = adapt_job(cfg, backbone, task, episode, seed, device, measure)
     done = {job: result for part in distributed.all_gather_objects(done) for job, result in part.items()}
 
     report: AdaptReport = {
@@ -109,6 +117,31 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> AdaptReport
     if world.main:
         write_outputs(report, targets, out)
     return report
+
+
+def adapt_together(
+    cfg: AdaptConfig, inits: dict, task: Task, sampler: MetaTestSampler, device: torch.device, measured: Task
+) -> dict:
+    """Every init × seed job of ``task`` at once ([`adapt_tasks_together`][l2sparse.adapt.vectorised.
+    adapt_tasks_together]): ``{(init, task name, seed): job result}``; the size is measured on ``measured``."""
+    jobs = [(name, seed) for name in inits for seed in range(cfg.seeds)]
+    episodes = {seed: sampler.task(task.name, cfg.shots, seed) for seed in range(cfg.seeds)}
+    backbones = [inits[name][seed % len(inits[name])][0] for name, seed in jobs]
+    try:
+        results = adapt_tasks_together(
+            cfg, backbones, task, [episodes[s] for _, s in jobs], [s for _, s in jobs], device
+        )
+    except RuntimeError as e:
+        if "vmap" not in str(e):
+            raise
+        raise ConfigError(
+            f"vectorise: {task.name}'s loss or head cannot run under torch.func.vmap ({' '.join(str(e).split())}); "
+            "pass --no-vectorise"
+        ) from e
+    return {
+        (name, task.name, seed): job_result(cfg, *result, device, task.name == measured.name and seed == 0)
+        for (name, seed), result in zip(jobs, results, strict=True)
+    }
 
 
 def check_folders(cfg: AdaptConfig, out: Path) -> None:

@@ -120,7 +120,18 @@ def adapt_job(
 ) -> dict:
     """One fine-tuning job ([`adapt_task`][l2sparse.adapt.adapt_task]) on ``device``: ``{"metrics", "curve"}``, plus
     with ``measure`` the adapted model's ``"size"`` (params, MACs and latency, dense and compacted)."""
-    model, metrics, curve = adapt_task(cfg, backbone, task, episode, seed, device)
+    return job_result(cfg, *adapt_task(cfg, backbone, task, episode, seed, device), device, measure)
+
+
+def job_result(
+    cfg: AdaptConfig,
+    model: nn.Module,
+    metrics: dict[str, float],
+    curve: list[tuple[int, float]],
+    device: torch.device,
+    measure: bool,
+) -> dict:
+    """A finished job's entry: ``{"metrics", "curve"}``, plus with ``measure`` the adapted model's ``"size"``."""
     result: dict = {"metrics": metrics, "curve": curve}
     if measure:
         small = compact(model.eval())
