@@ -8,10 +8,11 @@ The shared fields (data, model, device) live in [`DataOptions`][l2sparse.options
 command's config extends.
 
 Why written here rather than taken from jsonargparse or tyro (both measured on ``AdaptConfig``): jsonargparse names
-options ``--data_root`` and takes ``--amp true``, so every documented command line would change; tyro keeps the
-kebab-case names but takes lists space-separated (``--inits a b``, today ``--inits a,b``) and prints a parse error as
-a multi-line panel, where every command here answers bad input with one line and exit code 2. What remains is a
-mapping from annotations to ``argparse`` actions, about sixty lines.
+options ``--data_root`` (it has no dash-case mode; its issue 301 asks for one) and takes ``--amp true``, so every
+documented command line would change; tyro keeps the kebab-case names but takes lists space-separated
+(``--inits a b``, today ``--inits a,b``) and prints a parse error as a multi-line panel, where every command here
+answers bad input with one line and exit code 2. What remains is a mapping from annotations to ``argparse``
+actions, about sixty lines.
 """
 
 from __future__ import annotations
