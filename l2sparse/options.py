@@ -162,7 +162,10 @@ def _from_yaml(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config: {path}: expected a mapping of option: value, got {type(data).__name__}")
     actions = {
-        o.removeprefix("--"): a for a in parser._actions for o in a.option_strings if o not in ("--help", "--config")
+        o.removeprefix("--"): a
+        for a in parser._actions
+        for o in a.option_strings
+        if o.startswith("--") and o not in ("--help", "--config")
     }
     values = {}
     for key, value in data.items():
@@ -202,28 +205,39 @@ def parse(parser: argparse.ArgumentParser, cls: type, argv: Sequence[str] | None
     """Parse ``argv`` (after the options of ``--config FILE``, which the command line overrides) into an instance
     of config class ``cls`` and the namespace of every option (the command's own, such as ``--out``, included).
 
+    The file's keys are option names (``image-size`` or ``image_size``; a flag by its own name, ``no-vectorise:
+    true``). A repeatable option given on the command line replaces the file's list; a flag the file sets cannot be
+    unset on the command line, since a flag has no opposite option.
+
     Raises:
         ConfigError: an unreadable config file, an unknown key in it or a value of the wrong type.
     """
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
-    known, _ = pre.parse_known_args(argv)
+    known, rest = pre.parse_known_args(argv)
     if known.config is not None:
         try:
             defaults = _from_yaml(parser, known.config)
         except ConfigError as e:
             parser.error(str(e))
+        given = {word.split("=")[0] for word in rest if word.startswith("--")}
         for action in parser._actions:
-            if action.dest in defaults:
-                action.required = False
+            if action.dest not in defaults:
+                continue
+            action.required = False
+            if isinstance(action, argparse._AppendAction) and given & set(action.option_strings):
+                del defaults[action.dest]  # a repeatable option on the command line replaces the file's list
         parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
+    hints = typing.get_type_hints(cls)
     values = {}
     for f in fields_of(cls):
         value = getattr(args, f.name)
         if value is None and f.default_factory is not MISSING:
             value = f.default_factory()
-        values[f.name] = dict(value) if isinstance(value, list) and value and isinstance(value[0], tuple) else value
+        if typing.get_origin(_unwrap(hints[f.name])) is dict and isinstance(value, list):
+            value = dict(value)  # the (key, value) pairs of a repeatable KEY=VALUE option
+        values[f.name] = value
     return cls(**values), args
 
 

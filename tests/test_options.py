@@ -37,6 +37,7 @@ DOCUMENTED = {
         *("--adapt-size", "--test-size", "--meta-iters", "--meta-batch", "--lam-init", "--budget", "--budget-macs"),
         *("--budget-ramp", "--lam-grid", "--fixed-steps", "--eval-every", "--inits", "--amp", "--cache-dir"),
         *("--out", "--quiet", "--dist-timeout"),
+        "--no-vectorise",  # added since
     ],
     lomt_cli: [
         *SHARED,
@@ -76,6 +77,12 @@ def test_config_file_sets_options_and_the_command_line_overrides(tmp_path) -> No
     assert cfg.steps == 9  # the command line wins
     assert cfg.lam_grid == [0.5, 2.0] and cfg.inits == ["random"] and cfg.tasks_dir == ["extra"]
     assert cfg.amp is True and args.out == "elsewhere" and cfg.budget is None
+    lomt_file = tmp_path / "lomt.yaml"
+    lomt_file.write_text("attach: {}\ntasks-dir: [a, b]\n")
+    lcfg, _ = options.parse(lomt_cli.build_parser(), lomt.LomtConfig, ["--config", str(lomt_file)])
+    assert lcfg.attach == {} and lcfg.tasks_dir == ["a", "b"]
+    lcfg, _ = options.parse(lomt_cli.build_parser(), lomt.LomtConfig, ["--config", str(lomt_file), "--tasks-dir", "c"])
+    assert lcfg.tasks_dir == ["c"]  # a repeatable option on the command line replaces the file's list
     meta = tmp_path / "meta.yaml"
     meta.write_text("fixed-lambda: true\nout: runs/m\n")  # a flag by its option name; --out no longer required
     mcfg, margs = options.parse(meta_train.build_parser(), MetaConfig, ["--config", str(meta)])
@@ -85,7 +92,7 @@ def test_config_file_sets_options_and_the_command_line_overrides(tmp_path) -> No
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("stepz: 3\n", "config: {path}: unknown option 'stepz'; options: "),
+        ("stepz: 3\n", "config: {path}: unknown option 'stepz'; options: adapt-size, amp, "),
         ("steps: many\n", "config: {path}: steps: invalid literal for int() with base 10: 'many'"),
         ("amp: 3\n", "config: {path}: amp: expected true or false, got 3"),
         ("- steps\n", "config: {path}: expected a mapping of option: value, got list"),

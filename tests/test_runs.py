@@ -7,6 +7,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
+from l2sparse.checkpoint import save_checkpoint
 from l2sparse.errors import CheckpointError, ConfigError
 from l2sparse.runs import RunFolder, cache_key
 from l2sparse.tasks import BUILTIN_DIR, task_files_digest
@@ -73,3 +74,20 @@ def test_a_run_is_not_reused_after_its_task_file_changed(tmp_path):
     (tasks / "my_depth.toml").write_text(text.replace("optical axis", "optical axis, in metres"))
     with pytest.raises(CheckpointError, match="saved while its task files read differently"):
         train_or_reuse(cfg, tmp_path / "run", progress=False)
+
+
+def test_a_report_is_reused_only_with_the_checkpoint_it_was_written_from(tmp_path):
+    """A report next to a checkpoint that moved on (a resume with more steps that stopped early) is not paired with
+    it: the run is resumed and its report written again from the checkpoint."""
+    cfg = TrainConfig(lam=0.1, **SMALL)
+    train_or_reuse(cfg, tmp_path / "run", progress=False)
+    folder = RunFolder(tmp_path / "run")
+    state = torch.load(folder.checkpoint, weights_only=False)
+    save_checkpoint({**state, "step": SMALL["steps"] + 2}, folder.checkpoint)
+    folder.report.write_text(
+        folder.report.read_text().replace('"train_loss_final": ', '"train_loss_final": 123.0, "x": ')
+    )
+    again = train_or_reuse(cfg, folder.path, progress=False)
+    assert again.report["train_loss_final"] != 123.0  # written again, not read
+    for k, v in again.model.state_dict().items():
+        torch.testing.assert_close(v, state["model"][k], rtol=0, atol=0)

@@ -19,8 +19,9 @@ Meta-trained and fixed-λ inits are cached under ``--cache-dir`` (default ``$L2S
 ``~/.cache/l2sparse``) keyed by their configuration, so a second run reuses them.
 
 Under ``torchrun --nproc_per_node N -m l2sparse.adapt ...`` the meta inits are meta-trained over all N processes,
-the fixed-λ grid runs on rank 0, and the fine-tuning jobs (init × task × seed) are dealt round-robin over the
-ranks; rank 0 gathers them into the same report a single process writes, and alone writes it and the cache.
+the fixed-λ grid runs on rank 0, and the fine-tuning is dealt round-robin over the ranks (by task: a task's
+inits × seeds run together through ``vmap``; by init × task × seed job with ``--no-vectorise``); rank 0
+gathers them into the same report a single process writes, and alone writes it and the cache.
 """
 
 from l2sparse.adapt.cli import main

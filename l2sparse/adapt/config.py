@@ -25,7 +25,9 @@ class AdaptConfig(MetaOptions, DataOptions):
     """Everything that defines an adaptation experiment."""
 
     task: str = option("unseen", "'unseen' (every unseen task of the split) or one task name")
-    split: str = option("synthetic-default")
+    split: str = option(
+        "synthetic-default", "split whose seen tasks the meta inits train on and whose unseen tasks are adapted to"
+    )
     checkpoint: str | None = option(None, "meta_train checkpoint for the meta-sparse init (else trained, cached)")
     steps: int = option(150, "adaptation steps")
     shots: int = option(64, "training images of the new task")

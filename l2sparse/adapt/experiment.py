@@ -68,7 +68,7 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> AdaptReport
     }
     done = {}
     bar = {"desc": "adapt", "disable": not progress or not world.main}
-    if cfg.vectorise:  # one vmap-ed run per task
+    if cfg.vectorise:  # one vmap-ed run per task, tasks dealt over ranks: the same groups whatever the world size
         for task in tqdm(world.deal(targets), **bar):
             done.update(adapt_together(cfg, inits, task, sampler, device, targets[0]))
     else:
@@ -122,8 +122,9 @@ def run(cfg: AdaptConfig, out: str | Path, progress: bool = True) -> AdaptReport
 def adapt_together(
     cfg: AdaptConfig, inits: dict, task: Task, sampler: MetaTestSampler, device: torch.device, measured: Task
 ) -> dict:
-    """Every init × seed job of ``task`` at once ([`adapt_tasks_together`][l2sparse.adapt.vectorised.
-    adapt_tasks_together]): ``{(init, task name, seed): job result}``; the size is measured on ``measured``."""
+    """Every init × seed job of ``task`` at once
+    ([`adapt_tasks_together`][l2sparse.adapt.vectorised.adapt_tasks_together]): ``{(init, task name, seed): job
+    result}``; the size is measured on ``measured``."""
     jobs = [(name, seed) for name in inits for seed in range(cfg.seeds)]
     episodes = {seed: sampler.task(task.name, cfg.shots, seed) for seed in range(cfg.seeds)}
     backbones = [inits[name][seed % len(inits[name])][0] for name, seed in jobs]

@@ -49,7 +49,7 @@ def plot_trajectory(log: list[dict], layers: Sequence[str], path: Path) -> None:
     save_figure(fig, path)
 
 
-class MetaReport(SizeReport, TypedDict("_Lambda", {"lambda": list[float]})):
+class MetaReport(SizeReport, TypedDict("_Lambda", {"lambda": float | list[float]})):
     """``report.json`` of a meta-sparsity run (``lambda``: the final effective λ, one per layer with
     ``--per-layer``); the trajectories hold one entry per meta-iteration."""
 
@@ -61,8 +61,8 @@ class MetaReport(SizeReport, TypedDict("_Lambda", {"lambda": list[float]})):
     backend: str
     order: str
     lambda_init: float
-    lambda_final: list[float]
-    lambda_learned: list[float]  # exp(ρ), before a budget's multiplier
+    lambda_final: float | list[float]
+    lambda_learned: float | list[float]  # exp(ρ), before a budget's multiplier
     lambda_trajectory: list
     group_sparsity_trajectory: list[float]
     layer_sparsity_trajectory: dict[str, list[float]]

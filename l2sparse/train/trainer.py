@@ -154,8 +154,9 @@ def train_or_reuse(cfg: TrainConfig, out: str | Path, progress: bool = True) -> 
     ([`locked`][l2sparse.checkpoint.locked]): a second process asking for the same run waits and reuses it."""
     with RunFolder(Path(out)).locked() as folder:
         report = folder.finished(asdict(cfg), task_files_digest(cfg.tasks_dir))
-        if report is None:
+        state = load_checkpoint(folder.checkpoint, ("config", "model", "step")) if report is not None else None
+        if state is None or state["config"] != asdict(cfg) or state["step"] != cfg.steps:  # no report, or not its
             return train(cfg, folder.path, resume=folder.checkpoint.exists(), progress=progress)
         model = create_model(cfg.model, cfg.validate(), attach=cfg.attach)
-        model.load_state_dict(load_checkpoint(folder.checkpoint, ("model",))["model"])
+        model.load_state_dict(state["model"])
         return Trained(model.to(resolve_device(cfg.device)).eval(), report)
