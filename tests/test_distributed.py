@@ -228,25 +228,32 @@ metrics = "regression"
 """
 
 
-@pytest.mark.parametrize("module", ["l2sparse.meta_train", "l2sparse.adapt"])
-def test_each_rank_computes_only_its_share(tmp_path, module):
-    """Inner loops (meta_train) and fine-tuning jobs (adapt) are split, not repeated: a task whose loss counts its
-    calls per rank is called half as often on each of two ranks as in one process."""
+@pytest.mark.parametrize(
+    ("module", "vectorise"),
+    [("l2sparse.meta_train", False), ("l2sparse.adapt", False), ("l2sparse.adapt", True)],
+    ids=["meta_train", "adapt-jobs", "adapt-vectorised"],
+)
+def test_each_rank_computes_only_its_share(tmp_path, module, vectorise):
+    """Inner loops (meta_train) and fine-tuning (adapt: single jobs, or whole tasks when vectorised) are split, not
+    repeated: tasks whose loss counts its calls per rank are called half as often on each of two ranks as in one
+    process."""
     (tmp_path / "code").mkdir()
     (tmp_path / "code" / "counting.py").write_text(COUNTING_CODE)
     (tmp_path / "tasks" / "splits").mkdir(parents=True)
     (tmp_path / "tasks" / "counted.toml").write_text(COUNTED_TASK)
+    (tmp_path / "tasks" / "counted_too.toml").write_text(COUNTED_TASK.replace('"counted"', '"counted_too"'))
+    unseen = '["counted", "counted_too"]' if vectorise else '["counted"]'  # vectorised: one task per rank
     (tmp_path / "tasks" / "splits" / "counted.toml").write_text(
         'name = "counted"\ndataset = "synthetic"\nseen = ["counted"]\nunseen = ["normals"]\n'
         if module == "l2sparse.meta_train"
-        else 'name = "counted"\ndataset = "synthetic"\nseen = ["depth"]\nunseen = ["counted"]\n'
+        else f'name = "counted"\ndataset = "synthetic"\nseen = ["depth"]\nunseen = {unseen}\n'
     )
     args = [*SMALL, "--tasks-dir", str(tmp_path / "tasks"), "--split", "counted"]
     if module == "l2sparse.meta_train":
         args += ["--meta-batch", "4", "--meta-iters", "2"]
     else:
         args += ["--inits", "random", "--seeds", "2", "--steps", "3", "--shots", "8", "--adapt-size", "16"]
-        args += ["--test-size", "8", "--eval-every", "3"]
+        args += ["--test-size", "8", "--eval-every", "3", *([] if vectorise else ["--no-vectorise"])]
     calls = {}
     for nproc in (1, 2):
         (tmp_path / f"calls{nproc}").mkdir()
@@ -255,6 +262,7 @@ def test_each_rank_computes_only_its_share(tmp_path, module):
         assert done.returncode == 0, done.stderr[-2000:]
         calls[nproc] = {f.name: len(f.read_text()) for f in (tmp_path / f"calls{nproc}").iterdir()}
     assert set(calls[2]) == {"rank0", "rank1"}
-    tried = 1 if module == "l2sparse.adapt" else 0  # adapt tries each unseen task's loss once per process first
+    # adapt tries each unseen task's loss once per process first
+    tried = 0 if module == "l2sparse.meta_train" else 2 if vectorise else 1
     work = {rank: n - tried for rank, n in calls[2].items()}
     assert work["rank0"] == work["rank1"] == (calls[1]["rank0"] - tried) // 2 > 0
