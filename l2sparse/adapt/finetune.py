@@ -36,6 +36,16 @@ def zero_group_masks(model: nn.Module, groups: Sequence[ConvGroups]) -> dict[str
     return masks
 
 
+def fresh_model(
+    cfg: AdaptConfig, backbone: Mapping[str, Tensor], task: Task, seed: int, device: torch.device
+) -> nn.Module:
+    """A model for ``task`` with a head initialised from ``seed`` on the init ``backbone``, in train mode."""
+    torch.manual_seed(seed)
+    model = create_model(cfg.model, [task]).to(device)
+    model.backbone.load_state_dict(backbone)
+    return model.train()
+
+
 def adapt_task(
     cfg: AdaptConfig,
     backbone: Mapping[str, Tensor],
@@ -46,11 +56,10 @@ def adapt_task(
 ) -> tuple[nn.Module, dict[str, float], list[tuple[int, float]]]:
     """Fine-tune a fresh head (and the backbone, zero groups held at zero) on ``episode["train"]``.
 
-    Returns the adapted model, its test metrics and the primary metric every ``eval_every`` steps.
+    Returns the adapted model, its test metrics and the primary metric every ``eval_every`` steps (and after the
+    last step, whose evaluation gives the test metrics).
     """
-    torch.manual_seed(seed)
-    model = create_model(cfg.model, [task]).to(device)
-    model.backbone.load_state_dict(backbone)
+    model = fresh_model(cfg, backbone, task, seed, device)
     groups = channel_groups(model)
     masks = {n: m.to(device) for n, m in zero_group_masks(model, groups).items()}
     params = dict(model.named_parameters())
@@ -65,7 +74,7 @@ def adapt_task(
         f"adapt ({task.name}, seed {seed})",
         "lower --lr",
     )
-    curve = []
+    curve, metrics = [], {}
 
     def loss_of(idx: Tensor) -> Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
@@ -78,12 +87,13 @@ def adapt_task(
             params[name].mul_(mask)
 
     def learning_curve(step: int, loss: Tensor) -> None:
+        nonlocal metrics
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            curve.append((step, evaluate(model, [task], test_b)[task.name][task.primary_metric]))
+            metrics = evaluate(model, [task], test_b)[task.name]
+            curve.append((step, metrics[task.primary_metric]))
 
-    model.train()
     fit(opt, loss_of, loop, cfg.steps, hooks=[keep_zero_groups, learning_curve])
-    return model, evaluate(model, [task], test_b)[task.name], curve
+    return model, metrics, curve
 
 
 def meta_test_sampler(cfg: AdaptConfig, targets: Sequence[Task], device: torch.device) -> MetaTestSampler:

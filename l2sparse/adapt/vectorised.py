@@ -21,21 +21,13 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from l2sparse.adapt.config import AdaptConfig
-from l2sparse.adapt.finetune import zero_group_masks
+from l2sparse.adapt.finetune import fresh_model, zero_group_masks
 from l2sparse.engine import evaluate
 from l2sparse.guards import check_finite
-from l2sparse.models import create_model
 from l2sparse.sparsity import channel_groups
 from l2sparse.tasks import Task
 
 Result = tuple[nn.Module, dict[str, float], list[tuple[int, float]]]
-
-
-def _fresh(cfg: AdaptConfig, backbone: Mapping[str, Tensor], task: Task, seed: int, device: torch.device) -> nn.Module:
-    torch.manual_seed(seed)
-    model = create_model(cfg.model, [task]).to(device)
-    model.backbone.load_state_dict(backbone)
-    return model.train()
 
 
 def _load(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], j: int) -> nn.Module:
@@ -59,12 +51,12 @@ def adapt_tasks_together(
     Raises:
         BlowUpError: a job's loss that became NaN or infinite, naming the job's task and seed.
     """
-    models = [_fresh(cfg, b, task, s, device) for b, s in zip(backbones, seeds, strict=True)]
+    models = [fresh_model(cfg, b, task, s, device) for b, s in zip(backbones, seeds, strict=True)]
     masks = [zero_group_masks(m, channel_groups(m)) for m in models]
     params, buffers = stack_module_state(models)
     params = {k: v.detach().requires_grad_() for k, v in params.items()}
     stacked_masks = {
-        name: torch.stack([m.get(name, torch.ones_like(params[name][0])) for m in masks]).to(device)
+        name: torch.stack([m.get(name, torch.ones_like(params[name][0])) for m in masks])
         for name in {n for m in masks for n in m}
     }
     opt = torch.optim.Adam(params.values(), lr=cfg.lr)
@@ -81,13 +73,15 @@ def adapt_tasks_together(
 
     losses_of = vmap(loss_of)
     curves: list[list[tuple[int, float]]] = [[] for _ in models]
+    metrics: list[dict[str, float]] = [{} for _ in models]
     for step in range(1, cfg.steps + 1):
         idx = [torch.randint(k, (bs,), generator=g).to(device) for k, bs, g in zip(n, batch, generators, strict=True)]
         x = torch.stack([b["image"][i] for b, i in zip(train, idx, strict=True)])
         y = torch.stack([b[task.name][i] for b, i in zip(train, idx, strict=True)])
         losses = losses_of(params, buffers, x, y)  # (J,)
-        for loss, seed in zip(losses, seeds, strict=True):
-            check_finite(f"adapt ({task.name}, seed {seed})", step, {"loss": loss}, "lower --lr")
+        if not torch.isfinite(losses).all():  # name the first job that blew up
+            for loss, seed in zip(losses, seeds, strict=True):
+                check_finite(f"adapt ({task.name}, seed {seed})", step, {"loss": loss}, "lower --lr")
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         opt.step()
@@ -96,10 +90,6 @@ def adapt_tasks_together(
                 params[name].mul_(mask)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             for j, (model, episode) in enumerate(zip(models, episodes, strict=True)):
-                metrics = evaluate(_load(model, params, buffers, j), [task], episode["test"])[task.name]
-                curves[j].append((step, metrics[task.primary_metric]))
-    results = []
-    for j, (model, episode) in enumerate(zip(models, episodes, strict=True)):
-        _load(model, params, buffers, j)
-        results.append((model, evaluate(model, [task], episode["test"])[task.name], curves[j]))
-    return results
+                metrics[j] = evaluate(_load(model, params, buffers, j), [task], episode["test"])[task.name]
+                curves[j].append((step, metrics[j][task.primary_metric]))
+    return list(zip(models, metrics, curves, strict=True))  # the last step's evaluation loaded each model's state
