@@ -1,7 +1,7 @@
 """Channel-wise group sparsity: groups, penalty, proximal step, report, compaction and export (pure functions first)."""
 
 from l2sparse.sparsity.compact import SizeReport, compact, compaction_summary, max_output_difference
-from l2sparse.sparsity.export import export_model, export_onnx
+from l2sparse.sparsity.export import export_model, export_onnx, load_onnx
 from l2sparse.sparsity.filter_norms import filter_norms, keep_filter_norms_
 from l2sparse.sparsity.fuse import fuse_batchnorm
 from l2sparse.sparsity.groups import ConvGroups, channel_groups, group_norms
@@ -30,6 +30,7 @@ __all__ = [
     "group_norms",
     "keep_filter_norms_",
     "layer_penalties",
+    "load_onnx",
     "max_output_difference",
     "metric_prox",
     "penalty",

@@ -1,4 +1,4 @@
-"""Export a (compacted, fused) model for inference with ``torch.export``, and from there to ONNX.
+"""Export a (compacted, fused) model for inference with ``torch.export``, and from there to ONNX and ONNX Runtime.
 
 The batch size and the image height and width stay dynamic (``Dim.AUTO``: ``torch.export`` works out what the
 strides and dilations allow), so one exported program serves every input size the model does.
@@ -6,6 +6,7 @@ strides and dilations allow), so one exported program serves every input size th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -47,3 +48,37 @@ def export_onnx(program: ExportedProgram, path: str | Path) -> None:
     out_spec = program.call_spec.out_spec
     names = list(out_spec.context) if out_spec.type is dict else None
     torch.onnx.export(program, f=str(path), output_names=names, dynamo=True)
+
+
+def load_onnx(path: str | Path, threads: int | None = None) -> Callable[[Tensor], dict[str, Tensor]]:
+    """Run an ONNX file written by [`export_onnx`][l2sparse.sparsity.export.export_onnx] in ONNX Runtime.
+
+    On the CPU this is the fastest way measured to run a compacted model (docs/benchmarks.md, "Compaction"): the
+    runtime's convolutions have far less per-call overhead than eager PyTorch's at these small channel counts.
+
+    Args:
+        path: the ``.onnx`` file of a multi-task model.
+        threads: ONNX Runtime's intra-op threads (``None``: its default, every core).
+
+    Returns:
+        A function of images ``(B, 3, H, W)`` (float32, any ``B``, ``H``, ``W`` the model takes) that returns
+        ``{task: output}`` as CPU tensors, in the model's task order, like the model itself.
+
+    Raises:
+        ModuleNotFoundError: ``onnxruntime`` is not installed (``pip install 'l2sparse[export]'``).
+    """
+    try:
+        import onnxruntime
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError("load_onnx needs onnxruntime: pip install 'l2sparse[export]'") from e
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+
+    def run(images: Tensor) -> dict[str, Tensor]:
+        outputs = session.run(None, {"x": images.detach().cpu().contiguous().numpy()})
+        return {name: torch.from_numpy(out) for name, out in zip(names, outputs, strict=True)}
+
+    return run
