@@ -3,12 +3,19 @@
     python benchmarks/backends.py                     # tiny and mid-size configs, second- and first-order
     python benchmarks/backends.py --configs tiny --orders second_order --iters 5
     python benchmarks/backends.py --profile mid second_order torchfunc   # where a meta-iteration spends its time
+    python benchmarks/backends.py --floor             # plus the floor: the same ops with no prox and no backend
 
 Each (config, order, backend) runs in its own subprocess, so its peak resident memory (``ru_maxrss`` after the
 first meta-batch and the timed meta-iterations, minus before them) is its own; rounds alternate between backends
 and the best round counts. Every backend runs the same model init, episodes and mode; their hypergradients (dL/dρ
 and the meta-init gradient norm of the first iteration) are printed and checked to agree before any time is
 compared.
+
+``--floor`` adds a row per config and order that is not a backend: the episode's forward passes, inner gradients
+(with ``create_graph`` where the mode is exact) and outer backward written out bare over ``torch.func.functional_call``,
+with plain SGD inner steps and no prox. Its gradients differ (no λ path), so it is left out of the agreement check; its
+time is what the convolutions and BatchNorms of a meta-iteration cost by themselves, so ``higher``'s time over it
+bounds what any backend running the same ops can gain over ``higher``.
 """
 
 from __future__ import annotations
@@ -60,6 +67,33 @@ def profile(config: str, order: str, backend: str) -> None:
         print(f"  {100 * t / total:5.1f}%  {name}")
 
 
+class FloorLoop:
+    """The ops of a meta-iteration without the prox or any backend machinery (``--floor``): a reference, not a
+    backend (no λ path, so different gradients)."""
+
+    def query_losses(self, model, groups, lam, episode, tasks, cfg):
+        import torch
+
+        from l2sparse.meta.inner import batch_stats_only, episode_losses, total
+
+        names, buffers = [t.name for t in tasks], dict(model.named_buffers())
+        fast = dict(model.named_parameters())
+
+        def forward(params, images):
+            return torch.func.functional_call(model, (params, buffers), (images,), {"tasks": names})
+
+        with torch.enable_grad(), batch_stats_only(model):
+            for k in range(cfg.steps):
+                exact = cfg.exact(k)
+                loss = total(episode_losses(forward(fast, episode["train"]["image"]), episode["train"], tasks))
+                grads = torch.autograd.grad(loss, list(fast.values()), create_graph=exact, allow_unused=True)
+                fast = {
+                    n: p if g is None else p - cfg.lr * (g if exact else g.detach())
+                    for (n, p), g in zip(fast.items(), grads, strict=True)
+                }
+            return episode_losses(forward(fast, episode["test"]["image"]), episode["test"], tasks)
+
+
 def setup(config: str, order: str, backend: str) -> dict:
     """Model, channel groups, ρ, optimiser, episode sampler and backend of one benchmark config (seeded, so every
     backend starts from the same init and sees the same episodes)."""
@@ -85,7 +119,7 @@ def setup(config: str, order: str, backend: str) -> dict:
         "rho": rho,
         "opt": torch.optim.Adam([{"params": model.parameters(), "lr": 1e-3}, {"params": [rho], "lr": 0.05}]),
         "sampler": EpisodeSampler(data, tasks, support, query, subset=len(tasks), meta_batch=meta_batch, seed=0),
-        "loop": get_backend(backend),
+        "loop": FloorLoop() if backend == "floor" else get_backend(backend),
         "inner": InnerConfig(steps, 0.05, order),
         "tasks": tasks,
     }
@@ -109,7 +143,8 @@ def worker(config: str, order: str, backend: str, iters: int) -> None:
         sum(s["loop"].query_losses(model, s["groups"], rho.exp(), ep, s["tasks"], s["inner"]).values()) for ep in first
     ]
     sum(losses).backward()
-    check = {"d_rho": rho.grad.item(), "grad_norm": sum(p.grad.norm() ** 2 for p in model.parameters()).item() ** 0.5}
+    d_rho = float("nan") if rho.grad is None else rho.grad.item()  # the floor has no λ path
+    check = {"d_rho": d_rho, "grad_norm": sum(p.grad.norm() ** 2 for p in model.parameters()).item() ** 0.5}
     s["opt"].zero_grad()
 
     times = []
@@ -134,6 +169,7 @@ def main() -> None:
     p.add_argument("--backends", default="higher,torchfunc,learn2learn")
     p.add_argument("--iters", type=int, default=6, help="meta-iterations timed per run (median)")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds per backend (best counts)")
+    p.add_argument("--floor", action="store_true", help="also time the bare ops (no prox, no backend)")
     p.add_argument("--profile", nargs=3, metavar=("CONFIG", "ORDER", "BACKEND"), help="op-category breakdown only")
     p.add_argument("--worker", nargs=4, metavar=("CONFIG", "ORDER", "BACKEND", "ITERS"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -150,11 +186,12 @@ def main() -> None:
     skipped = [b for b in args.backends.split(",") if b not in backends]
     if skipped:
         print(f"not importable here, skipped: {', '.join(skipped)}")
+    runs = [*backends, "floor"] if args.floor else backends
     results = {}
     for config in args.configs.split(","):
         for order in args.orders.split(","):
             for _ in range(args.rounds):
-                for b in backends:
+                for b in runs:
                     cmd = [sys.executable, __file__, "--worker", config, order, b, str(args.iters)]
                     out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
                     key = (config, order, b)
@@ -171,13 +208,18 @@ def main() -> None:
             f"{mem_ratio(r, ref):>10} {r['d_rho']:>12.5e} {r['grad_norm']:>10.4f}"
         )
         agree = abs(r["d_rho"] - ref["d_rho"]) <= 1e-4 * max(1.0, abs(ref["d_rho"]))
-        if not agree:
+        if not agree and b != "floor":
             print(f"  hypergradients differ from higher's: {r['d_rho']} vs {ref['d_rho']}")
     for config in args.configs.split(","):
         for b in backends:
             so, fo = results.get((config, "second_order", b)), results.get((config, "first_order", b))
             if so and fo:
                 print(f"{config}: {b} first-order is {so['ms'] / fo['ms']:.2f}x faster than second-order")
+    if args.floor and "higher" in backends:
+        for (config, order, b), r in results.items():
+            if b == "floor":
+                gain = results[(config, order, "higher")]["ms"] / r["ms"]
+                print(f"{config} {order}: the bare ops take 1/{gain:.2f} of higher's time, the most any backend gains")
 
 
 if __name__ == "__main__":
