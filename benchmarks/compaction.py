@@ -128,10 +128,11 @@ def main() -> None:
     fused = compact(dense, fuse=True)
     example = torch.rand(2, 3, cfg.image_size, cfg.image_size)
     exported = export_model(fused, example).module()
-    onnx_folder = Path(tempfile.mkdtemp(prefix="l2sparse-onnx-"))
-    runtimes = {
-        name: onnx_runtime(m, example, onnx_folder, args.threads) for name, m in (("fused", fused), ("dense", dense))
-    }
+    with tempfile.TemporaryDirectory(prefix="l2sparse-onnx-") as folder:  # a session holds its graph in memory
+        runtimes = {
+            name: onnx_runtime(m, example, Path(folder), args.threads)
+            for name, m in (("fused", fused), ("dense", dense))
+        }
     models: dict[str, Forward] = {
         "dense": dense,
         "compact": small,

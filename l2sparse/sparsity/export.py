@@ -53,8 +53,8 @@ def export_onnx(program: ExportedProgram, path: str | Path) -> None:
 def load_onnx(path: str | Path, threads: int | None = None) -> Callable[[Tensor], dict[str, Tensor]]:
     """Run an ONNX file written by [`export_onnx`][l2sparse.sparsity.export.export_onnx] in ONNX Runtime.
 
-    On the CPU this is the fastest way measured to run a compacted model (docs/benchmarks.md, "Compaction"): the
-    runtime's convolutions have far less per-call overhead than eager PyTorch's at these small channel counts.
+    On the CPU this is the fastest way measured to run a compacted model (docs/benchmarks.md, "Compaction"): at
+    these small channel counts the runtime takes a fraction of eager PyTorch's time even for the dense model.
 
     Args:
         path: the ``.onnx`` file of a multi-task model.
