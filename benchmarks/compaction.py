@@ -64,7 +64,8 @@ def channels_last(module: nn.Module) -> Forward:
 
 
 def onnx_runtime(model: nn.Module, example: Tensor, folder: Path, threads: int) -> Forward | None:
-    """``model`` exported to ONNX in ``folder`` and run in ONNX Runtime; ``None`` without the ``export`` extra."""
+    """``model`` exported to ONNX in ``folder`` (dynamic shapes, traced on ``example`` ``(B, 3, H, W)``) and run in
+    ONNX Runtime with ``threads`` threads; ``None`` without the ``export`` extra."""
     if not all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime")):
         return None
     path = folder / f"{id(model)}.onnx"

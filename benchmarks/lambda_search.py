@@ -1,15 +1,17 @@
-"""Learned λ against the grid it replaces: the "Less is More" search and one meta-sparsity run, side by side.
+"""Learned λ against the grid it replaces: the "Less is More" search and meta-sparsity runs, side by side.
 
     python benchmarks/lambda_search.py                                  # synthetic-default, tiny, 32 px
     python benchmarks/lambda_search.py --dataset celeba --data-root ../shared/data/celeba_hq_64 --split celeba-faces
 
 Grid side: the fixed-λ trainer (``ProxAdam``, lr 1e-3, the seen tasks' mean loss) for every λ of a log grid and
 ``--trials`` seeds each; per λ the mean validation loss (mean ± std over trials) and group sparsity; the grid's best
-λ is the one with the lowest mean validation loss. Meta side: one meta-sparsity run on the same images (λ learned
-from ``--lam-init``, no budget), then the fixed-λ trainer at the learned λ with the same trials, so both λ are
-judged by the same validation loss. λ means the same on both sides: both average the task losses and both measure
-λ relative to each layer's gradient scale (``l2sparse.sparsity.adam_prox_``). Wall times: the grid's total, and the
-meta run's (the search) next to the evaluation trials. The test split is never used.
+λ is the one with the lowest mean validation loss. Meta side: for each λ₀ of ``--lam-init``, one meta-sparsity run
+on the same images (λ learned from λ₀, no budget), then the fixed-λ trainer at the learned λ with the same trials, so
+both λ are judged by the same validation loss. The default λ₀ are 0.1, inside the grid's good region, and 1, far
+outside it: a run that learns nothing would stay at 1 and fail. λ means the same on both sides: both average the
+task losses and both measure λ relative to each layer's gradient scale (``l2sparse.sparsity.adam_prox_``). Wall
+times: the grid's total, and the meta run's (the search) next to the evaluation trials. The test split is never
+used.
 
 The defaults (4000 training images, 1500 steps) let every trial converge before it is judged. With 1000 images and
 600 steps the depth loss was still falling steeply at the last step and the binary tasks began to overfit soon
@@ -28,6 +30,7 @@ from pathlib import Path
 import torch
 
 from l2sparse.meta.metasparsity import MetaConfig, MetaSparsity
+from l2sparse.sparsity import sparsity_report
 from l2sparse.train import TrainConfig, train
 
 
@@ -71,8 +74,8 @@ def row(name: str, lam: float, runs: list[dict], seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Run both sides, print the table; returns the per-λ trials, the grid's best λ, the learned λ and its trials,
-    and the wall times (seconds) of the grid, the meta run and the learned λ's evaluation trials."""
+    """Run both sides, print the table; returns the per-λ trials, the grid's best λ, the grid's wall time (seconds)
+    and one [`search`][] per λ₀ of ``--lam-init``."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="synthetic")
     p.add_argument("--split", default="synthetic-default")
@@ -82,13 +85,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--steps", type=int, default=1500, help="fixed-λ steps per trial")
     p.add_argument("--meta-iters", type=int, default=300)
-    p.add_argument("--lam-init", type=float, default=0.1)
+    p.add_argument("--lam-init", default="0.1,1", help="comma-separated λ₀: one meta-sparsity run from each")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--train-size", type=int, default=4000)
     p.add_argument("--val-size", type=int, default=500)
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     grid = [float(v) for v in args.grid.split(",")]
+    lam_inits = [float(v) for v in args.lam_init.split(",")]
     work = Path(tempfile.mkdtemp(prefix="l2sparse-lambda-search-"))
 
     lines, results, grid_seconds = [], {}, 0.0
@@ -98,6 +102,30 @@ def main(argv: list[str] | None = None) -> dict:
         lines.append(row("grid", lam, runs, seconds))
     best = min(grid, key=lambda lam: statistics.fmean(r["val_loss"] for r in results[lam]))
 
+    best_loss = [r["val_loss"] for r in results[best]]
+    searches = [search(args, lam_init, grid_seconds, work / f"search-{lam_init:g}") for lam_init in lam_inits]
+    print(f"data {args.dataset}/{args.split}, model {args.model}, {args.image_size} px, {args.trials} trials per λ")
+    print(f"{'':>9} {'λ':>9} {'val loss (mean ± std)':>21} {'sparsity':>9} {'seconds':>8}")
+    print("\n".join(lines))
+    print(row("grid best", best, results[best], 0.0))
+    for found in searches:
+        print(row("learned", found["learned"], found["runs"], found["eval_seconds"]))
+    for found in searches:
+        gap = (statistics.fmean(r["val_loss"] for r in found["runs"]) - statistics.fmean(best_loss)) / statistics.stdev(
+            best_loss
+        )
+        seconds = found["search_seconds"]
+        print(f"meta-sparsity run: λ {found['lam_init']:g} -> {found['learned']:.4f} in {seconds:.1f} s "
+              f"(meta-init group sparsity {found['meta_sparsity']:.1%}); validation loss gap to the grid best "
+              f"{gap:+.2f} std of its trials (target ≤ 1); compute: meta run / grid = {seconds:.1f} / "
+              f"{grid_seconds:.1f} s = {seconds / grid_seconds:.2f} (target ≤ 0.33), with the learned λ's "
+              f"evaluation trials {(seconds + found['eval_seconds']) / grid_seconds:.2f}")  # fmt: skip
+    return {"grid": results, "best": best, "grid_seconds": grid_seconds, "searches": searches}
+
+
+def search(args: argparse.Namespace, lam_init: float, grid_seconds: float, work: Path) -> dict:
+    """One meta-sparsity run from ``lam_init`` on the grid's images, then the fixed-λ trials at the λ it learned:
+    λ₀, the learned λ, the trials, the meta-init's group sparsity and the seconds of the run and of the trials."""
     started = time.perf_counter()
     meta = MetaSparsity(
         MetaConfig(
@@ -105,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
             split=args.split,
             data_root=args.data_root,
             model=args.model,
-            lam_init=args.lam_init,
+            lam_init=lam_init,
             meta_iters=args.meta_iters,
             image_size=args.image_size,
             train_size=args.train_size,
@@ -116,28 +144,12 @@ def main(argv: list[str] | None = None) -> dict:
     meta.train(progress=False)
     search_seconds = time.perf_counter() - started
     learned = float(meta.lam.detach())
-    runs, eval_seconds = trials(args, learned, work)
-
-    best_loss = [r["val_loss"] for r in results[best]]
-    learned_loss = statistics.fmean(r["val_loss"] for r in runs)
-    print(f"data {args.dataset}/{args.split}, model {args.model}, {args.image_size} px, {args.trials} trials per λ")
-    print(f"{'':>9} {'λ':>9} {'val loss (mean ± std)':>21} {'sparsity':>9} {'seconds':>8}")
-    print("\n".join(lines))
-    print(row("grid best", best, results[best], 0.0))
-    print(row("learned", learned, runs, eval_seconds))
-    print(f"meta-sparsity run: λ {args.lam_init:g} -> {learned:.4f} in {search_seconds:.1f} s "
-          f"(meta-init group sparsity {meta.log[-1]['group_sparsity']:.1%})")  # fmt: skip
-    gap = (learned_loss - statistics.fmean(best_loss)) / statistics.stdev(best_loss)
-    print(f"learned vs grid best: validation loss gap {gap:+.2f} std of the grid best's trials (target ≤ 1)")
-    print(f"search compute: meta run / grid = {search_seconds:.1f} / {grid_seconds:.1f} s = "
-          f"{search_seconds / grid_seconds:.2f} (target ≤ 0.33); with the learned λ's evaluation trials: "
-          f"{(search_seconds + eval_seconds) / grid_seconds:.2f}")  # fmt: skip
+    runs, eval_seconds = trials(args, learned, work)  # in the search's own folder, apart from the grid's
     return {
-        "grid": results,
-        "best": best,
+        "lam_init": lam_init,
         "learned": learned,
-        "learned_runs": runs,
-        "grid_seconds": grid_seconds,
+        "runs": runs,
+        "meta_sparsity": sparsity_report(meta.model, meta.groups)["group"],
         "search_seconds": search_seconds,
         "eval_seconds": eval_seconds,
     }

@@ -19,7 +19,7 @@ BatchNorm ``γ_j = β_j = 0`` writes ``0 · x̂ + 0 = 0`` whatever statistics no
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict
 
 import torch
@@ -136,8 +136,12 @@ def compact(model: nn.Module, fuse: bool = False) -> nn.Module:
 
 
 @torch.no_grad()
-def max_output_difference(a: nn.Module, b: nn.Module, x: Tensor) -> float:
-    """Largest absolute difference between the task outputs of two multi-task models on images ``x``."""
+def max_output_difference(
+    a: Callable[[Tensor], Mapping[str, Tensor]], b: Callable[[Tensor], Mapping[str, Tensor]], x: Tensor
+) -> float:
+    """Largest absolute difference between the task outputs ``{task: output}`` of two multi-task models (or
+    anything that runs one, such as [`load_onnx`][l2sparse.sparsity.export.load_onnx]'s) on images ``x``
+    ``(B, 3, H, W)``."""
     ya, yb = a(x), b(x)
     return max((ya[k] - yb[k]).abs().max().item() for k in ya)
 

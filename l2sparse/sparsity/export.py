@@ -58,7 +58,7 @@ def load_onnx(path: str | Path, threads: int | None = None) -> Callable[[Tensor]
 
     Args:
         path: the ``.onnx`` file of a multi-task model.
-        threads: ONNX Runtime's intra-op threads (``None``: its default, every core).
+        threads: ONNX Runtime's intra-op threads (``None``: its default, one per physical core).
 
     Returns:
         A function of images ``(B, 3, H, W)`` (float32, any ``B``, ``H``, ``W`` the model takes) that returns
@@ -75,10 +75,11 @@ def load_onnx(path: str | Path, threads: int | None = None) -> Callable[[Tensor]
     if threads is not None:
         options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    (image_input,) = (i.name for i in session.get_inputs())
     names = [o.name for o in session.get_outputs()]
 
     def run(images: Tensor) -> dict[str, Tensor]:
-        outputs = session.run(None, {"x": images.detach().cpu().contiguous().numpy()})
+        outputs = session.run(None, {image_input: images.detach().cpu().contiguous().numpy()})
         return {name: torch.from_numpy(out) for name, out in zip(names, outputs, strict=True)}
 
     return run
