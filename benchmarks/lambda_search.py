@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=1500, help="fixed-λ steps per trial")
     p.add_argument("--meta-iters", type=int, default=300)
     p.add_argument("--lam-init", default="0.1,1", help="comma-separated λ₀: one meta-sparsity run from each")
+    p.add_argument("--inner-threshold", default="absolute", help="meta-sparsity's --inner-threshold")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--train-size", type=int, default=4000)
     p.add_argument("--val-size", type=int, default=500)
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     best_loss = [r["val_loss"] for r in results[best]]
     searches = [search(args, lam_init, grid_seconds, work / f"search-{lam_init:g}") for lam_init in lam_inits]
-    print(f"data {args.dataset}/{args.split}, model {args.model}, {args.image_size} px, {args.trials} trials per λ")
+    print(f"data {args.dataset}/{args.split}, model {args.model}, {args.image_size} px, {args.trials} trials per λ, "
+          f"inner threshold {args.inner_threshold}")  # fmt: skip
     print(f"{'':>9} {'λ':>9} {'val loss (mean ± std)':>21} {'sparsity':>9} {'seconds':>8}")
     print("\n".join(lines))
     print(row("grid best", best, results[best], 0.0))
@@ -134,6 +136,7 @@ def search(args: argparse.Namespace, lam_init: float, grid_seconds: float, work:
             data_root=args.data_root,
             model=args.model,
             lam_init=lam_init,
+            inner_threshold=args.inner_threshold,
             meta_iters=args.meta_iters,
             image_size=args.image_size,
             train_size=args.train_size,

@@ -10,6 +10,7 @@ import torch
 
 import l2sparse.meta.metasparsity as ms
 from l2sparse.checkpoint import load_checkpoint
+from l2sparse.meta.backends import TorchFuncLoop
 from l2sparse.meta.report import MetaReport
 from l2sparse.meta_train import main
 
@@ -54,6 +55,35 @@ def test_per_layer_lambda_and_other_backends_run(tmp_path):
     assert isinstance(rep["lambda_final"], list) and len(rep["lambda_final"]) == len(rep["sparsity"]["per_layer"])
 
 
+def test_a_relative_inner_threshold_scales_lambda_by_each_layers_gradient_scale(tmp_path, monkeypatch):
+    """``--inner-threshold relative``: the inner loop gets λ·s_l per layer, s_l from the meta-init's Adam state (ones
+    before its first step), a constant; λ still learns through it."""
+    seen = []
+    inner = TorchFuncLoop.query_losses
+
+    def spy(self, model, groups, lam, episode, tasks, cfg):
+        seen.append(lam.detach().clone())
+        return inner(self, model, groups, lam, episode, tasks, cfg)
+
+    monkeypatch.setattr(TorchFuncLoop, "query_losses", spy)
+    expected = []
+    step = ms.MetaSparsity.meta_step
+
+    def record(self):
+        expected.append(self.lam.detach() * self.inner_scale())
+        return step(self)
+
+    monkeypatch.setattr(ms.MetaSparsity, "meta_step", record)
+    rep = run(tmp_path / "r", "--meta-iters", "3", "--meta-batch", "1", "--inner-threshold", "relative")
+    assert len(seen) == 3 and all(lam.shape == (len(rep["sparsity"]["per_layer"]),) for lam in seen)
+    assert torch.allclose(seen[0], expected[0]) and torch.all(seen[0] == seen[0][0])  # iteration 1: λ in every layer
+    for got, want in zip(seen[1:], expected[1:], strict=True):
+        assert torch.allclose(got, want)
+        assert got.max() / got.min() > 1.5  # per-layer scales that differ
+        assert got.max() < 0.1 * rep["lambda_init"]  # gradient scales are small: a much weaker inner threshold
+    assert len(set(rep["lambda_trajectory"])) == 3  # λ moves
+
+
 def test_interrupted_run_resumes_to_the_same_parameters_and_lambda(tmp_path, monkeypatch):
     args = ("--meta-iters", "5", "--ckpt-every", "2", "--lam-init", "0.05", "--meta-batch", "2")
     run(tmp_path / "straight", *args)
@@ -89,6 +119,7 @@ def test_interrupted_run_resumes_to_the_same_parameters_and_lambda(tmp_path, mon
         (["--split", "nyuv2-default"], "split: 'nyuv2-default' belongs to dataset 'nyuv2', not 'synthetic'"),
         (["--split", "atlantis"], "unknown split 'atlantis'; valid splits:"),
         (["--lam-init", "0"], "lam-init: λ = exp(ρ) must start > 0"),
+        (["--inner-threshold", "scaled"], "inner-threshold: expected one of absolute, relative, got 'scaled'"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):

@@ -27,9 +27,9 @@ DOCUMENTED = {
     meta_train: [
         *SHARED,
         *("--backend", "--order", "--inner-steps", "--inner-lr", "--truncate", "--outer-lr", "--lam-lr"),
-        *("--lam-init", "--fixed-lambda", "--per-layer", "--budget", "--budget-macs", "--budget-ramp"),
-        *("--meta-iters", "--meta-batch", "--support", "--query", "--subset", "--group-mode", "--seed"),
-        *("--ckpt-every", "--out", "--resume", "--quiet", "--dist-timeout"),
+        *("--lam-init", "--fixed-lambda", "--per-layer", "--inner-threshold", "--budget", "--budget-macs"),
+        *("--budget-ramp", "--meta-iters", "--meta-batch", "--support", "--query", "--subset", "--group-mode"),
+        *("--seed", "--ckpt-every", "--out", "--resume", "--quiet", "--dist-timeout"),
     ],
     adapt_cli: [
         *SHARED,

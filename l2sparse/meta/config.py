@@ -18,6 +18,8 @@ from l2sparse.models import check_model
 from l2sparse.options import DataOptions, option
 from l2sparse.tasks import Task, load_registry
 
+INNER_THRESHOLDS = ("absolute", "relative")
+
 
 @dataclass
 class MetaOptions:
@@ -47,6 +49,11 @@ class MetaConfig(MetaOptions, DataOptions):
     lam_lr: float = option(0.05, "Adam lr of ρ = log λ")
     learn_lambda: bool = option(True, "keep λ at --lam-init (0 allowed)", flag="--fixed-lambda")
     per_layer: bool = option(False, "one λ per backbone layer")
+    inner_threshold: str = option(
+        "absolute",
+        "λ in the inner loop's prox: 'absolute' (threshold αλ√size) or 'relative' (αλ s_l √size, s_l the layer's "
+        "gradient scale from the meta-init's Adam, as in its own prox)",
+    )
     keep_norms: bool = option(True, cli=False)
     support: int = option(8, "support images per episode")
     query: int = option(8, "query images per episode")
@@ -73,6 +80,10 @@ class MetaConfig(MetaOptions, DataOptions):
         """Check every option, for ``world`` (default: the ``torchrun`` launch this process is part of, if any);
         returns the split's seen tasks. Raises ``ConfigError`` naming the option."""
         check_numbers(self)
+        if self.inner_threshold not in INNER_THRESHOLDS:
+            raise ConfigError(
+                f"inner-threshold: expected one of {', '.join(INNER_THRESHOLDS)}, got {self.inner_threshold!r}"
+            )
         require_root(self.dataset, self.data_root)
         inner = self.inner()
         if self.learn_lambda and not inner.lambda_exact:

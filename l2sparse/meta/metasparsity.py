@@ -39,6 +39,7 @@ from l2sparse.meta.inner import InnerConfig
 from l2sparse.models import create_model
 from l2sparse.runs import RunFolder
 from l2sparse.sparsity import ConvGroups, adam_prox_, channel_groups, filter_norms, keep_filter_norms_, sparsity_report
+from l2sparse.sparsity.metric_prox import adam_prox_terms
 from l2sparse.tasks import Task, task_files_digest
 
 RESUMABLE_CHANGES = ("meta_iters", "ckpt_every", "device")
@@ -57,9 +58,11 @@ def meta_update(
     nu: float = 0.0,
     solve_nu: Callable[[], float] | None = None,
     filter_norms: dict | None = None,
+    inner_scale: Tensor | None = None,
 ) -> dict:
     """One outer step on a meta-batch: the mean query loss over episodes (each the mean over its tasks) with
-    ``λ = exp(rho + nu)`` in the inner loops; an ``opt`` (Adam) step on the meta-init and ``rho``; then the exact
+    ``λ = exp(rho + nu)`` in the inner loops (times ``inner_scale``, a constant ``(num_layers,)`` per-layer factor,
+    when given); an ``opt`` (Adam) step on the meta-init and ``rho``; then the exact
     group prox of the meta-init in Adam's metric with ``λ = exp(rho + ν)``, where ``ν`` is ``solve_nu()`` after
     the step (a budget's multiplier) or ``nu``; then, with ``filter_norms``, every output filter of a normalised
     conv is scaled back to its norm there ([`keep_filter_norms_`][l2sparse.sparsity.filter_norms.keep_filter_norms_]).
@@ -77,7 +80,8 @@ def meta_update(
     outer = 0.0
     grads = distributed.GradientSum(p for group in opt.param_groups for p in group["params"])
     for ep in distributed.current().share(episodes):
-        losses = backend.query_losses(model, groups, (rho + nu).exp(), ep, [by_name[n] for n in ep["tasks"]], inner)
+        inner_lam = (rho + nu).exp() if inner_scale is None else (rho + nu).exp() * inner_scale
+        losses = backend.query_losses(model, groups, inner_lam, ep, [by_name[n] for n in ep["tasks"]], inner)
         loss = sum(losses.values()) / len(losses) / len(episodes)
         loss.backward()
         grads.add_()
@@ -179,6 +183,15 @@ class MetaSparsity:
         """The effective λ = exp(ρ + ν) that the inner loops and the meta-init's prox use."""
         return (self.rho + self.nu).exp()
 
+    def inner_scale(self) -> Tensor:
+        """Each layer's gradient scale ``s_l`` ``(num_layers,)`` from the meta-init's Adam state, the factor that
+        ``--inner-threshold relative`` puts on λ in the inner loop so that λ means there what it means in the
+        meta-init's prox (ones before the first Adam step, when there is no state yet). A constant: no gradient."""
+        if not self.opt.state:
+            return torch.ones(len(self.groups), dtype=self.rho.dtype, device=self.device)
+        _, scales = adam_prox_terms(self.opt, dict(self.model.named_parameters()), self.groups)
+        return scales.to(self.rho.dtype).to(self.device)
+
     def meta_step(self) -> dict:
         """One meta-iteration; returns its log entry (λ, outer loss, query loss per task, group sparsity)."""
         cfg = self.cfg
@@ -199,6 +212,7 @@ class MetaSparsity:
                 self.model, self.groups, self.rho, self.opt, self.iteration + 1, cfg.image_size
             ),
             self.filter_norms,
+            self.inner_scale() if cfg.inner_threshold == "relative" else None,
         )
         self.nu = entry["nu"]
         with torch.no_grad():
