@@ -78,9 +78,15 @@ def profile(config: str, order: str, backend: str) -> None:
 
 
 class FloorLoop:
-    """The ops of a meta-iteration without the inner prox or any backend machinery (``--floor``): a reference, not a
-    backend (no λ path, so different gradients). The outer step (``meta_update``: Adam and the meta-init's prox) is
-    the same as for the backends."""
+    """The ops of a meta-iteration without the inner prox or any backend machinery (``--floor``): ``torchfunc``'s own
+    inner loop given no groups, so its prox passes every parameter through. A reference, not a backend (no λ path,
+    so different gradients). The outer step (``meta_update``: Adam and the meta-init's prox) is the same as for the
+    backends."""
+
+    def __init__(self) -> None:
+        from l2sparse.meta import get_backend
+
+        self.torchfunc = get_backend("torchfunc")
 
     def query_losses(
         self,
@@ -91,28 +97,9 @@ class FloorLoop:
         tasks: Sequence[Task],
         cfg: InnerConfig,
     ) -> dict[str, Tensor]:
-        """Per-task query losses after ``cfg.steps`` plain SGD steps (``_step``, the backends' own) on the support
-        images ``(B, 3, H, W)``; ``groups`` and ``lam`` are unused."""
-        import torch
-
-        from l2sparse.meta.backends import _step
-        from l2sparse.meta.inner import batch_stats_only, episode_losses, total
-
-        names, buffers = [t.name for t in tasks], dict(model.named_buffers())
-        fast = dict(model.named_parameters())
-
-        def forward(params: dict[str, Tensor], images: Tensor) -> dict[str, Tensor]:
-            return torch.func.functional_call(model, (params, buffers), (images,), {"tasks": names})
-
-        with torch.enable_grad(), batch_stats_only(model):
-            for k in range(cfg.steps):
-                exact = cfg.exact(k)
-                loss = total(episode_losses(forward(fast, episode["train"]["image"]), episode["train"], tasks))
-                grads = torch.autograd.grad(
-                    loss, list(fast.values()), create_graph=exact, retain_graph=exact, allow_unused=True
-                )
-                fast = _step(fast, grads, cfg.lr, exact)
-            return episode_losses(forward(fast, episode["test"]["image"]), episode["test"], tasks)
+        """Per-task query losses after ``cfg.steps`` plain SGD steps on the support images ``(B, 3, H, W)``;
+        ``groups`` is ignored."""
+        return self.torchfunc.query_losses(model, (), lam, episode, tasks, cfg)
 
 
 def setup(config: str, order: str, backend: str) -> dict:
