@@ -80,7 +80,8 @@ def meta_update(
     outer = 0.0
     grads = distributed.GradientSum(p for group in opt.param_groups for p in group["params"])
     for ep in distributed.current().share(episodes):
-        inner_lam = (rho + nu).exp() if inner_scale is None else (rho + nu).exp() * inner_scale
+        lam = (rho + nu).exp()
+        inner_lam = lam if inner_scale is None else lam * inner_scale
         losses = backend.query_losses(model, groups, inner_lam, ep, [by_name[n] for n in ep["tasks"]], inner)
         loss = sum(losses.values()) / len(losses) / len(episodes)
         loss.backward()
