@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 
 from l2sparse.errors import ConfigError
+from l2sparse.guards import require_one_of
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str) -> torch.device:
-    if name not in DEVICES:
-        raise ConfigError(f"device: expected one of {', '.join(DEVICES)}, got {name!r}")
+    require_one_of("device", name, DEVICES)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -19,6 +19,12 @@ from torch import Tensor, nn
 from l2sparse.errors import BlowUpError, ConfigError
 
 MAX_INT = 2**63 - 1  # what torch seeds and sizes accept
+
+
+def require_one_of(option: str, value: object, valid: Sequence[str]) -> None:
+    """``ConfigError`` ``<option>: expected one of <valid>, got <value>`` unless ``value`` is one of ``valid``."""
+    if value not in valid:
+        raise ConfigError(f"{option}: expected one of {', '.join(valid)}, got {value!r}")
 
 
 def check_numbers(config: object) -> None:

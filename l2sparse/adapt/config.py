@@ -13,7 +13,7 @@ from l2sparse.cli import require_positive
 from l2sparse.data import require_root
 from l2sparse.device import DEVICES
 from l2sparse.errors import ConfigError
-from l2sparse.guards import check_numbers
+from l2sparse.guards import check_numbers, require_one_of
 from l2sparse.meta.config import MetaOptions
 from l2sparse.models import check_model
 from l2sparse.options import DataOptions, option
@@ -78,8 +78,7 @@ class AdaptConfig(MetaOptions, DataOptions):
             raise ConfigError(f"meta-seeds: expected at most --seeds ({self.seeds}), got {self.meta_seeds}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr: expected a finite number > 0, got {self.lr}")
-        if self.device not in DEVICES:
-            raise ConfigError(f"device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
+        require_one_of("device", self.device, DEVICES)
         if self.checkpoint is not None and "meta_sparse" not in self.inits:
             raise ConfigError("checkpoint: it replaces the meta_sparse init, but --inits does not include meta_sparse")
         unknown = [i for i in self.inits if i not in INIT_BASELINES]

@@ -9,7 +9,7 @@ from l2sparse.cli import require_positive
 from l2sparse.data import require_root
 from l2sparse.device import resolve_device
 from l2sparse.errors import ConfigError
-from l2sparse.guards import check_numbers
+from l2sparse.guards import check_numbers, require_one_of
 from l2sparse.lomt.rules import RULES
 from l2sparse.models import MODELS, check_model
 from l2sparse.options import DataOptions, option
@@ -42,8 +42,7 @@ class LomtConfig(DataOptions):
         tasks = reg.get(self.dataset, self.tasks) if self.tasks else reg.seen(self.split)
         check_model(self.model)
         require_root(self.dataset, self.data_root)
-        if self.rule not in RULES:
-            raise ConfigError(f"rule: expected one of {', '.join(RULES)}, got {self.rule!r}")
+        require_one_of("rule", self.rule, RULES)
         require_positive(self, ("sparse_steps", "trials", "probe_steps", "steps", "image_size", "train_size"))
         check_numbers(self)
         self.train_config(tasks, lam=self.lam, group_mode=self.group_mode).validate()  # the runs' own options

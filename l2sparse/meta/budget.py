@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from l2sparse.errors import ConfigError
+from l2sparse.guards import require_one_of
 from l2sparse.sparsity import ConvGroups, sparsity_report
 from l2sparse.sparsity.groups import group_matrix
 from l2sparse.sparsity.metric_prox import adam_death_lambdas
@@ -53,8 +54,7 @@ class Budget:
     _areas: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"budget kind: expected one of {', '.join(KINDS)}, got {self.kind!r}")
+        require_one_of("budget kind", self.kind, KINDS)
         option = "budget" if self.kind == "groups" else "budget-macs"
         if not 0 <= self.target <= 1:
             raise ConfigError(f"{option}: expected a fraction in [0, 1], got {self.target}")

@@ -10,7 +10,7 @@ from l2sparse.cli import require_positive
 from l2sparse.data import require_root
 from l2sparse.device import DEVICES
 from l2sparse.errors import ConfigError
-from l2sparse.guards import check_numbers
+from l2sparse.guards import check_numbers, require_one_of
 from l2sparse.meta.backends import BACKENDS, get_backend
 from l2sparse.meta.budget import Budget
 from l2sparse.meta.inner import ORDERS, InnerConfig
@@ -80,10 +80,7 @@ class MetaConfig(MetaOptions, DataOptions):
         """Check every option, for ``world`` (default: the ``torchrun`` launch this process is part of, if any);
         returns the split's seen tasks. Raises ``ConfigError`` naming the option."""
         check_numbers(self)
-        if self.inner_threshold not in INNER_THRESHOLDS:
-            raise ConfigError(
-                f"inner-threshold: expected one of {', '.join(INNER_THRESHOLDS)}, got {self.inner_threshold!r}"
-            )
+        require_one_of("inner-threshold", self.inner_threshold, INNER_THRESHOLDS)
         require_root(self.dataset, self.data_root)
         inner = self.inner()
         if self.learn_lambda and not inner.lambda_exact:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from l2sparse.errors import ConfigError
+from l2sparse.guards import require_one_of
 from l2sparse.tasks import Task
 
 ORDERS = ("second_order", "first_order", "truncated")
@@ -49,8 +50,7 @@ class InnerConfig:
             raise ConfigError(f"inner-steps: expected ≥ 1, got {self.steps}")
         if not self.lr > 0:
             raise ConfigError(f"inner-lr: expected > 0, got {self.lr}")
-        if self.order not in ORDERS:
-            raise ConfigError(f"order: expected one of {', '.join(ORDERS)}, got {self.order!r}")
+        require_one_of("order", self.order, ORDERS)
         if self.order == "truncated" and not 1 <= self.truncate <= self.steps:
             raise ConfigError(f"truncate: expected 1..{self.steps} exact steps, got {self.truncate}")
 

@@ -9,7 +9,7 @@ from l2sparse.cli import require_positive
 from l2sparse.data import require_root
 from l2sparse.device import DEVICES
 from l2sparse.errors import ConfigError
-from l2sparse.guards import check_numbers
+from l2sparse.guards import check_numbers, require_one_of
 from l2sparse.models import check_model
 from l2sparse.options import DataOptions, option
 from l2sparse.sparsity import ProxAdam, ProxSGD
@@ -76,8 +76,5 @@ class TrainConfig(DataOptions):
             ("group_mode", ("in", "out")),
             ("device", DEVICES),
         ):
-            if getattr(self, name) not in valid:
-                raise ConfigError(
-                    f"{name.replace('_', '-')}: expected one of {', '.join(valid)}, got {getattr(self, name)!r}"
-                )
+            require_one_of(name.replace("_", "-"), getattr(self, name), valid)
         return tasks
