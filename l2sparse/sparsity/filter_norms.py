@@ -36,8 +36,17 @@ def filter_norms(model: nn.Module | Mapping[str, Tensor], groups: Sequence[ConvG
 def keep_filter_norms_(model: nn.Module | Mapping[str, Tensor], norms: Mapping[str, Tensor]) -> None:
     """In place: scale every non-zero output filter ``W[i]`` named in ``norms`` back to ``norms[name][i]``."""
     named = dict(model.named_parameters()) if isinstance(model, nn.Module) else model
+    for name, w in rescaled_filters(named, norms).items():
+        named[name].copy_(w)
+
+
+def rescaled_filters(params: Mapping[str, Tensor], norms: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``{name: W}`` for every name in ``norms``, each non-zero output filter ``W[i]`` of ``params[name]``
+    ``(C_out, C_in, k, k)`` scaled to norm ``norms[name][i]``; a pure function (forward-mode tangents pass)."""
+    out = {}
     for name, target in norms.items():
-        w = named[name]
+        w = params[name]
         r = w.flatten(1).norm(dim=1)
         scale = torch.where(r > 0, target.to(r) / r.clamp_min(torch.finfo(r.dtype).tiny), torch.ones_like(r))
-        w.mul_(scale.view(-1, *[1] * (w.ndim - 1)))
+        out[name] = w * scale.view(-1, *[1] * (w.ndim - 1))
+    return out

@@ -97,14 +97,17 @@ def metric_prox(
 
     Returns:
         A new dict with the grouped tensors replaced by their proximal values, every other entry passed through.
+
+    Forward-mode AD (``torch.autograd.forward_ad``) passes through ``params`` and ``lam``: the tangent of the
+    result is the exact derivative of the prox (the Newton root's tangent converges with it).
     """
     out = dict(params)
-    lams = torch.as_tensor(lam, dtype=torch.float64).detach().cpu()
+    lams = torch.as_tensor(lam, dtype=torch.float64)
     lams = lams.expand(len(groups)) if lams.ndim == 0 else lams
-    for g, lam_l in zip(groups, lams, strict=True):
+    for layer, g in enumerate(groups):
         z = group_matrix(params, g)
         d = group_matrix(metric, g)
-        tau = float(lam_l) * g.group_size(params) ** 0.5
+        tau = lams[layer].to(z.device) * g.group_size(params) ** 0.5
         out.update(group_rows_to_params(solve_group_prox(z, d, tau), g, params))
     return out
 
@@ -155,12 +158,27 @@ def adam_prox_(
     meta-sparsity. ``lam``: a scalar or ``(num_layers,)``.
     """
     named = dict(model.named_parameters())
-    metric, scales = adam_prox_terms(optimizer, named, groups)
-    lam = torch.as_tensor(lam, dtype=torch.float64).detach().cpu() * scales
-    grouped = {k: named[k] for g in groups for k in (g.weight, *g.extras)}
-    new = metric_prox(grouped, groups, lam, metric)
-    for k, v in new.items():
+    for k, v in adam_prox(model, groups, lam, optimizer).items():
         named[k].copy_(v)
+
+
+@torch.no_grad()
+def adam_prox(
+    model: torch.nn.Module,
+    groups: Sequence[ConvGroups],
+    lam: float | Tensor,
+    optimizer: torch.optim.Optimizer,
+    values: Mapping[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """The values [`adam_prox_`][] writes, ``{grouped name: tensor}``, without writing them. ``values`` replaces the
+    model's grouped tensors as the point ``Z`` to take the prox of (e.g. the same values carrying forward-mode
+    tangents, which pass through to the result); Adam's metric and the layer scales come from the model's parameters'
+    state in ``optimizer``."""
+    named = dict(model.named_parameters())
+    metric, scales = adam_prox_terms(optimizer, named, groups)
+    if values is None:
+        values = {k: named[k] for g in groups for k in (g.weight, *g.extras)}
+    return metric_prox(values, groups, torch.as_tensor(lam, dtype=torch.float64).to(scales.device) * scales, metric)
 
 
 @torch.no_grad()
