@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -10,8 +13,11 @@ from l2sparse.data.episodes import EpisodeSampler
 from l2sparse.data.synthetic import SyntheticScenes
 from l2sparse.errors import ConfigError
 from l2sparse.meta import InnerConfig, get_backend, importable
+from l2sparse.meta.init_tangent import InitTangent
+from l2sparse.meta.inner import episode_losses, total
 from l2sparse.models import create_model
-from l2sparse.sparsity import channel_groups
+from l2sparse.sparsity import adam_prox_, channel_groups
+from l2sparse.sparsity.metric_prox import adam_death_lambdas, adam_prox_terms
 from l2sparse.tasks import load_registry
 
 BACKENDS = ["torchfunc", "higher"] + (["learn2learn"] if importable("learn2learn") else [])
@@ -68,6 +74,45 @@ def test_second_order_hypergradient_matches_finite_differences(problem, backend,
     fd = (query_loss(problem, cfg, rho0 + h) - query_loss(problem, cfg, rho0 - h)) / (2 * h)
     assert abs(fd) > 1e-4, "the construction must give λ a real influence on the query loss"
     assert abs(d_rho - fd) / abs(fd) <= 1e-6
+
+
+def test_lambda_gradient_through_the_meta_inits_prox_matches_finite_differences(problem):
+    """The query loss from a meta-init that is itself the prox of ``Z`` with λ: its dL/dρ is the inner loops' term
+    plus ``⟨dL/dθ, J⟩`` ([`InitTangent`][]), which together match central differences; the inner term alone does
+    not."""
+    base, groups, episode, tasks = problem
+    model = copy.deepcopy(base)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    total(
+        episode_losses(model(episode["train"]["image"], tasks=[t.name for t in tasks]), episode["train"], tasks)
+    ).backward()
+    opt.step()
+    z = copy.deepcopy(model.state_dict())
+    deaths = torch.cat(adam_death_lambdas(model, groups, opt)).sort().values
+    k = len(deaths) // 4  # a λ that zeroes a quarter of the init's groups, none at the kink
+    rho0, cfg = 0.5 * math.log(deaths[k] * deaths[k + 1]), InnerConfig(steps=2, lr=0.1)
+    assert min(abs(math.log(d) - rho0) for d in deaths.tolist()) > 1e-3
+    scales = adam_prox_terms(opt, dict(model.named_parameters()), groups)[1]  # λ relative in the inner loop too
+
+    def loss_at(rho: float) -> float:
+        model.load_state_dict(z)
+        adam_prox_(model, groups, math.exp(rho), opt)
+        lam = torch.tensor(rho, dtype=torch.float64).exp() * scales
+        return sum(get_backend("torchfunc").query_losses(model, groups, lam, episode, tasks, cfg).values()).item()
+
+    model.load_state_dict(z)
+    tangent = InitTangent(model, groups, math.inf)
+    tangent.prox_(model, groups, torch.tensor(rho0, dtype=torch.float64).exp(), opt, None)
+    model.zero_grad()
+    rho = torch.tensor(rho0, dtype=torch.float64, requires_grad=True)
+    lam = rho.exp() * scales
+    sum(get_backend("torchfunc").query_losses(model, groups, lam, episode, tasks, cfg).values()).backward()
+    inner = rho.grad.item()
+    full = inner + tangent.lambda_grad(model, rho.shape).item()
+    h = 1e-6  # the Newton solve's tangent converges like the central difference, O(h²): 8e-5 at 1e-5, 8e-7 at 1e-6
+    fd = (loss_at(rho0 + h) - loss_at(rho0 - h)) / (2 * h)
+    assert abs(full - fd) <= 1e-5 * abs(fd)
+    assert abs(inner - fd) > 0.5 * abs(fd)
 
 
 def test_central_differences_converge_at_second_order(problem):

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from l2sparse.meta import InnerConfig, get_backend
+from l2sparse.meta.init_tangent import InitTangent
 from l2sparse.meta.metasparsity import meta_update
 from l2sparse.sparsity import channel_groups
 from l2sparse.tasks import Task
@@ -47,7 +48,7 @@ def episodes(g: torch.Generator, relevant: int, support: int, query: int = 64, c
     return out
 
 
-def meta_train(relevant: int, support: int, backend: str = "torchfunc", iters: int = 100):
+def meta_train(relevant: int, support: int, backend: str = "torchfunc", iters: int = 100, horizon: float = 0):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     model = Linear(16)
@@ -55,22 +56,25 @@ def meta_train(relevant: int, support: int, backend: str = "torchfunc", iters: i
     rho = torch.tensor(0.05).log().requires_grad_(True)
     opt = torch.optim.Adam([{"params": model.parameters(), "lr": 0.05}, {"params": [rho], "lr": 0.05}])
     inner = InnerConfig(steps=5, lr=0.08)
+    tangent = InitTangent(model, groups, horizon) if horizon else None
     for _ in range(iters):
         eps = episodes(g, relevant, support)
-        meta_update(model, groups, rho, get_backend(backend), eps, [TASK], inner, opt)
+        meta_update(model, groups, rho, get_backend(backend), eps, [TASK], inner, opt, tangent=tangent)
     return rho.exp().item(), model.backbone.weight.detach().flatten()
 
 
-@pytest.mark.parametrize("backend", ["torchfunc", "higher"])
-def test_lambda_rises_and_groups_die_when_sparsity_helps(backend):
-    lam, w = meta_train(relevant=1, support=4, backend=backend)
+@pytest.mark.parametrize(("backend", "horizon"), [("torchfunc", 0), ("higher", 0), ("torchfunc", 20)])
+def test_lambda_rises_and_groups_die_when_sparsity_helps(backend, horizon):
+    """Also with λ's gradient through the meta-init's own prox (``horizon`` > 0)."""
+    lam, w = meta_train(relevant=1, support=4, backend=backend, horizon=horizon)
     assert lam > 3 * 0.05
     assert bool((w[1:] == 0).all())  # every noise channel's group of the meta-init is exactly zero
     assert 1.0 < w[0].item() < 3.0  # the relevant one is kept, near the coefficients' mean of 2
 
 
-def test_lambda_falls_when_sparsity_hurts():
-    lam, w = meta_train(relevant=16, support=64)
+@pytest.mark.parametrize("horizon", [0, 20])
+def test_lambda_falls_when_sparsity_hurts(horizon):
+    lam, w = meta_train(relevant=16, support=64, horizon=horizon)
     assert lam < 0.05 / 3
     assert int((w == 0).sum()) == 0
     assert (w - 2).abs().max() < 0.5  # the meta-init learns the coefficients' mean

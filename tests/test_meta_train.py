@@ -84,8 +84,10 @@ def test_a_relative_inner_threshold_scales_lambda_by_each_layers_gradient_scale(
     assert len(set(rep["lambda_trajectory"])) == 3  # λ moves
 
 
-def test_interrupted_run_resumes_to_the_same_parameters_and_lambda(tmp_path, monkeypatch):
-    args = ("--meta-iters", "5", "--ckpt-every", "2", "--lam-init", "0.05", "--meta-batch", "2")
+@pytest.mark.parametrize("extra", [(), ("--inner-threshold", "relative", "--init-horizon", "50")])
+def test_interrupted_run_resumes_to_the_same_parameters_and_lambda(tmp_path, monkeypatch, extra):
+    """Also with λ's gradient through the meta-init's prox, whose tangent is part of the checkpoint."""
+    args = ("--meta-iters", "5", "--ckpt-every", "2", "--lam-init", "0.05", "--meta-batch", "2", *extra)
     run(tmp_path / "straight", *args)
 
     real, calls = ms.meta_update, []
@@ -109,6 +111,10 @@ def test_interrupted_run_resumes_to_the_same_parameters_and_lambda(tmp_path, mon
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert [e["lambda"] for e in a["log"]] == [e["lambda"] for e in b["log"]]
+    if extra:
+        assert a["init_tangent"].keys() == b["init_tangent"].keys()
+        assert all(torch.equal(a["init_tangent"][k], b["init_tangent"][k]) for k in a["init_tangent"])
+        assert any(bool(v.abs().sum() > 0) for v in a["init_tangent"].values())
 
 
 @pytest.mark.parametrize(
@@ -120,6 +126,7 @@ def test_interrupted_run_resumes_to_the_same_parameters_and_lambda(tmp_path, mon
         (["--split", "atlantis"], "unknown split 'atlantis'; valid splits:"),
         (["--lam-init", "0"], "lam-init: λ = exp(ρ) must start > 0"),
         (["--inner-threshold", "scaled"], "inner-threshold: expected one of absolute, relative, got 'scaled'"),
+        (["--init-horizon", "0.5"], "init-horizon: expected 0 (off) or ≥ 1 meta-iterations, got 0.5"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):

@@ -27,7 +27,8 @@ DOCUMENTED = {
     meta_train: [
         *SHARED,
         *("--backend", "--order", "--inner-steps", "--inner-lr", "--truncate", "--outer-lr", "--lam-lr"),
-        *("--lam-init", "--fixed-lambda", "--per-layer", "--inner-threshold", "--budget", "--budget-macs"),
+        *("--lam-init", "--fixed-lambda", "--per-layer", "--inner-threshold", "--init-horizon", "--budget"),
+        *("--budget-macs",),
         *("--budget-ramp", "--meta-iters", "--meta-batch", "--support", "--query", "--subset", "--group-mode"),
         *("--seed", "--ckpt-every", "--out", "--resume", "--quiet", "--dist-timeout"),
     ],

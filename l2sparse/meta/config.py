@@ -54,6 +54,11 @@ class MetaConfig(MetaOptions, DataOptions):
         "λ in the inner loop's prox: 'absolute' (threshold αλ√size) or 'relative' (αλ s_l √size, s_l the layer's "
         "gradient scale from the meta-init's Adam, as in its own prox)",
     )
+    init_horizon: float = option(
+        0.0,
+        "meta-iterations over which λ's gradient also follows its effect on the meta-init through the init's own "
+        "prox (forward-mode tangent, decay 1 − 1/horizon); 0: off, λ's gradient comes from the inner loops alone",
+    )
     keep_norms: bool = option(True, cli=False)
     support: int = option(8, "support images per episode")
     query: int = option(8, "query images per episode")
@@ -93,6 +98,8 @@ class MetaConfig(MetaOptions, DataOptions):
         registry = load_registry(self.tasks_dir)
         registry.split_of(self.split, self.dataset)
         check_model(self.model)
+        if not (self.init_horizon == 0 or self.init_horizon >= 1):
+            raise ConfigError(f"init-horizon: expected 0 (off) or ≥ 1 meta-iterations, got {self.init_horizon}")
         if self.learn_lambda and not self.lam_init > 0:
             raise ConfigError(f"lam-init: λ = exp(ρ) must start > 0, got {self.lam_init}")
         if not (math.isfinite(self.lam_init) and self.lam_init >= 0):

@@ -4,7 +4,8 @@ One meta-iteration (DESIGN §1):
 
 1. sample a meta-batch of episodes over the split's seen tasks (task subset, support and disjoint query images);
 2. per episode, a differentiable proximal inner loop from the meta-init (any backend);
-3. outer loss = mean query loss; backprop to the meta-init and ρ (λ = exp(ρ));
+3. outer loss = mean query loss; backprop to the meta-init and ρ (λ = exp(ρ)); with ``init_horizon``, ρ's gradient
+   also gets the term through the meta-init's own prox ([`InitTangent`][l2sparse.meta.init_tangent.InitTangent]);
 4. Adam step on the meta-init and ρ, then the exact group prox in Adam's metric on the meta-init's backbone with
    the new λ ([`adam_prox_`][l2sparse.sparsity.metric_prox.adam_prox_]), so the meta-init itself carries the
    learned sparsity and a group dies when its own norm and gradients say so;
@@ -35,6 +36,7 @@ from l2sparse.errors import BlowUpError, CheckpointError
 from l2sparse.guards import check_finite, check_finite_model
 from l2sparse.meta.backends import InnerLoop, get_backend
 from l2sparse.meta.config import MetaConfig
+from l2sparse.meta.init_tangent import InitTangent
 from l2sparse.meta.inner import InnerConfig
 from l2sparse.models import create_model
 from l2sparse.runs import RunFolder
@@ -59,6 +61,7 @@ def meta_update(
     solve_nu: Callable[[], float] | None = None,
     filter_norms: dict | None = None,
     inner_scale: Tensor | None = None,
+    tangent: InitTangent | None = None,
 ) -> dict:
     """One outer step on a meta-batch: the mean query loss over episodes (each the mean over its tasks) with
     ``λ = exp(rho + nu)`` in the inner loops (times ``inner_scale``, a constant ``(num_layers,)`` per-layer factor,
@@ -66,6 +69,9 @@ def meta_update(
     group prox of the meta-init in Adam's metric with ``λ = exp(rho + ν)``, where ``ν`` is ``solve_nu()`` after
     the step (a budget's multiplier) or ``nu``; then, with ``filter_norms``, every output filter of a normalised
     conv is scaled back to its norm there ([`keep_filter_norms_`][l2sparse.sparsity.filter_norms.keep_filter_norms_]).
+    With ``tangent``, ρ's gradient also gets the term through the meta-init's own prox,
+    [`InitTangent.lambda_grad`][l2sparse.meta.init_tangent.InitTangent.lambda_grad], and the prox updates the
+    tangent.
 
     Each episode is backpropagated on its own (the graph of one inner loop at a time is alive). Under ``torchrun``
     every rank takes its share of ``episodes`` (the whole meta-batch, identical on every rank) and the gradients are
@@ -90,6 +96,9 @@ def meta_update(
         for n, v in losses.items():
             mine.setdefault(n, []).append(v.item())
     grads.reduce_()
+    if tangent is not None and rho.requires_grad:
+        through_init = tangent.lambda_grad(model, rho.shape).to(rho)
+        rho.grad = through_init if rho.grad is None else rho.grad + through_init
     outer = distributed.all_sum(outer)
     per_task: dict[str, list[float]] = {}
     for share in distributed.all_gather_objects(mine):  # rank order = episode order
@@ -99,9 +108,12 @@ def meta_update(
     if solve_nu is not None:
         nu = solve_nu()
     lam = (rho.detach() + nu).exp()
-    adam_prox_(model, groups, lam, opt)
-    if filter_norms is not None:
-        keep_filter_norms_(model, filter_norms)
+    if tangent is not None:
+        tangent.prox_(model, groups, lam, opt, filter_norms)
+    else:
+        adam_prox_(model, groups, lam, opt)
+        if filter_norms is not None:
+            keep_filter_norms_(model, filter_norms)
     return {
         "lambda": lam.tolist(),
         "nu": nu,
@@ -151,6 +163,9 @@ class MetaSparsity:
         self.nu = 0.0  # the budget's log multiplier of λ (0 without a budget)
         distributed.broadcast_module_(self.model)  # every rank starts from rank 0's meta-init
         self.filter_norms = filter_norms(self.model, self.groups) if cfg.keep_norms else None
+        self.tangent = (
+            InitTangent(self.model, self.groups, cfg.init_horizon) if cfg.init_horizon and cfg.learn_lambda else None
+        )
         if state is not None:
             try:
                 self._restore(state)
@@ -173,6 +188,8 @@ class MetaSparsity:
             self.budget.ramp = int(state["budget_ramp"])
         if self.filter_norms is not None:
             self.filter_norms = {k: v.to(self.device) for k, v in state["filter_norms"].items()}
+        if self.tangent is not None:
+            self.tangent.load_state_dict(state["init_tangent"])
 
     def _saved_state(self, resume: bool) -> dict | None:
         """The checkpoint to resume from (checked against the config and the task files), or None for a fresh run."""
@@ -214,6 +231,7 @@ class MetaSparsity:
             ),
             self.filter_norms,
             self.inner_scale() if cfg.inner_threshold == "relative" else None,
+            self.tangent,
         )
         self.nu = entry["nu"]
         with torch.no_grad():
@@ -254,6 +272,7 @@ class MetaSparsity:
                 "budget_nu": self.nu,
                 "budget_ramp": None if self.budget is None else self.budget.ramp,
                 "filter_norms": self.filter_norms,
+                "init_tangent": None if self.tangent is None else self.tangent.state_dict(),
             },
             self.ckpt_path,
         )
