@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=1500, help="fixed-λ steps per trial")
     p.add_argument("--meta-iters", type=int, default=300)
     p.add_argument("--lam-init", default="0.1,1", help="comma-separated λ₀: one meta-sparsity run from each")
-    p.add_argument("--inner-threshold", default="absolute", help="meta-sparsity's --inner-threshold")
+    p.add_argument("--inner-threshold", default="relative", help="meta-sparsity's --inner-threshold")
+    p.add_argument("--init-horizon", type=float, default=100.0, help="meta-sparsity's --init-horizon (0: off)")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--train-size", type=int, default=4000)
     p.add_argument("--val-size", type=int, default=500)
@@ -94,8 +95,12 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(2)
     grid = [float(v) for v in args.grid.split(",")]
     lam_inits = [float(v) for v in args.lam_init.split(",")]
-    work = Path(tempfile.mkdtemp(prefix="l2sparse-lambda-search-"))
+    with tempfile.TemporaryDirectory(prefix="l2sparse-lambda-search-") as tmp:  # the runs' folders, removed after
+        return compare(args, grid, lam_inits, Path(tmp))
 
+
+def compare(args: argparse.Namespace, grid: list[float], lam_inits: list[float], work: Path) -> dict:
+    """Run the grid and the searches under ``work``, print the table and return the results."""
     lines, results, grid_seconds = [], {}, 0.0
     for lam in grid:
         runs, seconds = trials(args, lam, work)
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     best_loss = [r["val_loss"] for r in results[best]]
     searches = [search(args, lam_init, grid_seconds, work / f"search-{lam_init:g}") for lam_init in lam_inits]
     print(f"data {args.dataset}/{args.split}, model {args.model}, {args.image_size} px, {args.trials} trials per λ, "
-          f"inner threshold {args.inner_threshold}")  # fmt: skip
+          f"inner threshold {args.inner_threshold}, init horizon {args.init_horizon:g}")  # fmt: skip
     print(f"{'':>9} {'λ':>9} {'val loss (mean ± std)':>21} {'sparsity':>9} {'seconds':>8}")
     print("\n".join(lines))
     print(row("grid best", best, results[best], 0.0))
@@ -137,6 +142,7 @@ def search(args: argparse.Namespace, lam_init: float, grid_seconds: float, work:
             model=args.model,
             lam_init=lam_init,
             inner_threshold=args.inner_threshold,
+            init_horizon=args.init_horizon,
             meta_iters=args.meta_iters,
             image_size=args.image_size,
             train_size=args.train_size,

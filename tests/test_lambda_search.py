@@ -2,6 +2,7 @@
 
 import importlib.util
 import statistics
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,12 @@ def load_script():
     return module
 
 
-def test_lambda_search_compares_the_learned_lambda_with_the_grid_best(capsys):
+def test_lambda_search_compares_the_learned_lambda_with_the_grid_best(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     args = ["--grid", "0.01,100", "--trials", "2", "--steps", "4", "--meta-iters", "2", "--lam-init", "0.5"]
     out = load_script().main([*args, "--image-size", "16", "--train-size", "32", "--val-size", "16"])
     printed = capsys.readouterr().out
+    assert not list(tmp_path.iterdir())  # the runs' folders are removed
     assert sorted(out["grid"]) == [0.01, 100.0] and all(len(runs) == 2 for runs in out["grid"].values())
     means = {lam: statistics.fmean(r["val_loss"] for r in runs) for lam, runs in out["grid"].items()}
     assert out["best"] == min(means, key=means.get)
