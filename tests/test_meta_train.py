@@ -53,6 +53,10 @@ def test_per_layer_lambda_and_other_backends_run(tmp_path):
     rep = run(tmp_path / "p", "--meta-iters", "2", "--per-layer", "--backend", "higher", "--order", "truncated",
               "--inner-steps", "2", "--truncate", "1")  # fmt: skip
     assert isinstance(rep["lambda_final"], list) and len(rep["lambda_final"]) == len(rep["sparsity"]["per_layer"])
+    tangent = run(tmp_path / "t", "--meta-iters", "2", "--per-layer", "--backend", "higher", "--order", "truncated",
+                  "--inner-steps", "2", "--truncate", "1", "--init-horizon", "20")  # fmt: skip
+    moved = [a != b for a, b in zip(rep["lambda_final"], tangent["lambda_final"], strict=True)]
+    assert sum(moved) > len(moved) // 2  # the init term reaches most layers' λ
 
 
 def test_a_relative_inner_threshold_scales_lambda_by_each_layers_gradient_scale(tmp_path, monkeypatch):
