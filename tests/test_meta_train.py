@@ -131,6 +131,8 @@ def test_interrupted_run_resumes_to_the_same_parameters_and_lambda(tmp_path, mon
         (["--lam-init", "0"], "lam-init: λ = exp(ρ) must start > 0"),
         (["--inner-threshold", "scaled"], "inner-threshold: expected one of absolute, relative, got 'scaled'"),
         (["--init-horizon", "0.5"], "init-horizon: expected 0 (off) or ≥ 1 meta-iterations, got 0.5"),
+        (["--group-mode", "sideways"], "group-mode: expected one of in, out, got 'sideways'"),
+        (["--device", "tpu"], "device: expected one of auto, cpu, cuda, got 'tpu'"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):

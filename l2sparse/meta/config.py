@@ -117,8 +117,8 @@ class MetaConfig(MetaOptions, DataOptions):
         for name in ("outer_lr", "lam_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name.replace('_', '-')}: expected > 0, got {getattr(self, name)}")
-        if self.group_mode not in ("in", "out") or self.device not in DEVICES:
-            raise ConfigError(f"group-mode / device: expected in|out and one of {', '.join(DEVICES)}")
+        require_one_of("group-mode", self.group_mode, ("in", "out"))
+        require_one_of("device", self.device, DEVICES)
         world = world or distributed.launched()
         if self.meta_batch % world.size:
             raise ConfigError(
